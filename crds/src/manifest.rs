@@ -1,0 +1,101 @@
+//! Reading manifests: YAML or JSON text with one or more documents, as `kubectl apply` takes.
+//!
+//! Pure parsing: the caller reads the files. Documents of kinds hookstream does not know are
+//! errors (a typo in `kind` must not silently drop routing), except `v1` objects other than
+//! Secrets, which are skipped so that a folder shared with other manifests still loads.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::compiler::{ConfigError, Objects, Reason, DEFAULT_NAMESPACE};
+use crate::config::ObjectKey;
+use crate::v1alpha1::{AlertRule, Connection, Destination, Source, Topic};
+
+const API_VERSION: &str = "hookstream.io/v1alpha1";
+
+/// Parses every document of `text` into `objects`. `origin` (a file path) is put on errors.
+/// Returns the errors found; documents without errors are still added.
+pub fn parse_into(objects: &mut Objects, origin: &str, text: &str) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let at = format!("{origin} (document {})", index + 1);
+        let value = match serde_yaml::Value::deserialize(document) {
+            Ok(serde_yaml::Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(document_error(&at, "", "", format!("is not valid YAML: {e}")));
+                continue;
+            }
+        };
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        let name = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("<unnamed>")
+            .to_owned();
+        let result = match (api_version.as_str(), kind.as_str()) {
+            (API_VERSION, "Source") => decode(value).map(|o: Source| {
+                objects.sources.push(remember(&mut objects.origins, "Source", origin, o))
+            }),
+            (API_VERSION, "Destination") => decode(value).map(|o: Destination| {
+                objects.destinations.push(remember(&mut objects.origins, "Destination", origin, o))
+            }),
+            (API_VERSION, "Connection") => decode(value).map(|o: Connection| {
+                objects.connections.push(remember(&mut objects.origins, "Connection", origin, o))
+            }),
+            (API_VERSION, "Topic") => decode(value).map(|o: Topic| {
+                objects.topics.push(remember(&mut objects.origins, "Topic", origin, o))
+            }),
+            (API_VERSION, "AlertRule") => decode(value).map(|o: AlertRule| {
+                objects.alert_rules.push(remember(&mut objects.origins, "AlertRule", origin, o))
+            }),
+            ("v1", "Secret") => decode(value).map(|o: k8s_openapi::api::core::v1::Secret| {
+                objects.secrets.push(remember(&mut objects.origins, "Secret", origin, o))
+            }),
+            ("v1", _) => Ok(()),
+            (API_VERSION, other) => Err(format!(
+                "unknown kind {other:?}: hookstream.io/v1alpha1 has Source, Destination, Connection, Topic and AlertRule"
+            )),
+            ("", _) | (_, "") => Err("is not a Kubernetes object: apiVersion and kind are required".to_owned()),
+            (other_version, other_kind) => Err(format!("{other_version} {other_kind} is not a kind hookstream reads")),
+        };
+        if let Err(message) = result {
+            errors.push(document_error(&at, &kind, &name, message));
+        }
+    }
+    errors
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." { inner.to_string() } else { format!("{path}: {inner}") }
+    })
+}
+
+/// Puts objects without a namespace in `default` and records the file each came from.
+fn remember<K: kube::ResourceExt>(
+    origins: &mut BTreeMap<(String, ObjectKey), String>,
+    kind: &str,
+    origin: &str,
+    mut object: K,
+) -> K {
+    let namespace = object.meta_mut().namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned()).clone();
+    origins.insert((kind.to_owned(), ObjectKey::new(namespace, object.name_any())), origin.to_owned());
+    object
+}
+
+fn document_error(origin: &str, kind: &str, name: &str, message: String) -> ConfigError {
+    ConfigError {
+        kind: if kind.is_empty() { "document".to_owned() } else { kind.to_owned() },
+        object: ObjectKey::new(DEFAULT_NAMESPACE, name),
+        field: "(parse)".to_owned(),
+        reason: Reason::InvalidSpec,
+        message,
+        origin: Some(origin.to_owned()),
+    }
+}

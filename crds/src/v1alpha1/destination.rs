@@ -1,0 +1,241 @@
+//! `Destination`: where events are delivered, with retry policy and circuit breaker.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::SecretKeyRef;
+
+/// A delivery target. Each Destination has its own retry policy, circuit breaker and
+/// dead-letter queue.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "hookstream.io",
+    version = "v1alpha1",
+    kind = "Destination",
+    namespaced,
+    status = "DestinationStatus",
+    shortname = "hdst",
+    category = "hookstream",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.http.url", priority = "1"),
+    printcolumn(name = "Circuit", type_ = "string", json_path = ".status.circuit.state"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationSpec {
+    /// Provider type: `http`, `sqs`, `s3`, `eventbridge`, `pubsub`, `kafka`, `rabbitmq` or
+    /// `websocket`. The settings of the chosen type go in the field of the same name.
+    #[serde(rename = "type")]
+    pub type_: DestinationType,
+    /// Settings for `type: http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpDestination>,
+    /// Outbound signing: each delivery carries `X-Hookstream-Signature: sha256=<hex>`, an
+    /// HMAC of `{event id}.{timestamp}.{body}` with this secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<Signing>,
+    /// Retry policy. The first attempt is immediate; `maxRetries` more follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Circuit breaker: after `failureThreshold` consecutive failures deliveries wait (they
+    /// are neither attempted nor dropped) until one probe succeeds after `cooldown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerPolicy>,
+}
+
+/// Destination provider types.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationType {
+    /// An HTTP(S) endpoint.
+    Http,
+    /// An AWS SQS queue.
+    Sqs,
+    /// An AWS S3 bucket.
+    S3,
+    /// An AWS EventBridge bus.
+    Eventbridge,
+    /// A Google Cloud Pub/Sub topic.
+    Pubsub,
+    /// A Kafka topic.
+    Kafka,
+    /// A RabbitMQ exchange.
+    Rabbitmq,
+    /// Clients connected over WebSocket.
+    Websocket,
+}
+
+impl DestinationType {
+    /// The type as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationType::Http => "http",
+            DestinationType::Sqs => "sqs",
+            DestinationType::S3 => "s3",
+            DestinationType::Eventbridge => "eventbridge",
+            DestinationType::Pubsub => "pubsub",
+            DestinationType::Kafka => "kafka",
+            DestinationType::Rabbitmq => "rabbitmq",
+            DestinationType::Websocket => "websocket",
+        }
+    }
+}
+
+/// An HTTP endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpDestination {
+    /// Absolute `http` or `https` URL that receives the deliveries.
+    pub url: String,
+    /// HTTP method. Default `POST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Static headers added to every delivery.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Headers whose values come from Secrets, such as an `Authorization` token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_from: Vec<HeaderFromSecret>,
+    /// Seconds to wait for the response before the attempt counts as failed. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// A header whose value is read from a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderFromSecret {
+    /// Header name.
+    pub name: String,
+    /// The Secret key holding the header value.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// Outbound HMAC signing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Signing {
+    /// The Secret key holding the signing secret.
+    pub secret_ref: SecretKeyRef,
+    /// HMAC hash: `sha256` (default) or `sha1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<SigningAlgorithm>,
+    /// Header carrying the signature. Default `X-Hookstream-Signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+/// HMAC hashes for outbound signing.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningAlgorithm {
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA1.
+    Sha1,
+}
+
+/// When and how often failed deliveries are retried.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Attempts after the first one, 0 to 20. Default 5. After the last one fails the
+    /// delivery is dead-lettered: kept, visible and retryable through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 20))]
+    pub max_retries: Option<u32>,
+    /// `exponential` (retry k waits `intervals[k-1]`, the last interval repeating),
+    /// `linear` (retry k waits `intervals[0] * k`) or `fixed` (always `intervals[0]`).
+    /// Default `exponential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    /// Waits between attempts, like `[30s, 5m, 30m, 2h, 24h]` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<Vec<String>>,
+}
+
+/// Backoff kinds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    /// Each retry takes the next interval of the list.
+    Exponential,
+    /// The first interval times the retry number.
+    Linear,
+    /// Always the first interval.
+    Fixed,
+}
+
+/// Circuit breaker settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreakerPolicy {
+    /// Consecutive failed attempts that open the circuit. Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub failure_threshold: Option<u32>,
+    /// How long an open circuit waits before one probe delivery is tried. Default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<String>,
+}
+
+/// Observed state of a Destination.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationStatus {
+    /// The generation of the spec that the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`, `ResolvedRefs` and `Ready`, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::v1alpha1::common::conditions")]
+    pub conditions: Vec<Condition>,
+    /// Circuit breaker state (written by the gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<CircuitStatus>,
+    /// Delivery counters (written by the gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<DeliveryCounts>,
+    /// When the last delivery attempt finished (written by the gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<Time>,
+}
+
+/// Circuit breaker state as reported in status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitStatus {
+    /// `Closed`, `Open` or `HalfOpen`.
+    pub state: CircuitState,
+    /// Failed attempts in a row.
+    pub consecutive_failures: u32,
+}
+
+/// Circuit breaker states.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CircuitState {
+    /// Deliveries flow.
+    Closed,
+    /// Deliveries wait for the cooldown.
+    Open,
+    /// One probe delivery is in flight.
+    HalfOpen,
+}
+
+/// Delivery counters.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryCounts {
+    /// Deliveries that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed (each retry counts).
+    pub failed: u64,
+    /// Deliveries that exhausted their retries.
+    pub dead_lettered: u64,
+}

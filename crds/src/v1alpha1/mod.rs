@@ -1,0 +1,25 @@
+//! The `hookstream.io/v1alpha1` kinds.
+
+mod alert_rule;
+mod common;
+mod connection;
+mod destination;
+mod source;
+mod topic;
+
+pub use alert_rule::{AlertChannel, AlertRule, AlertRuleSpec, AlertRuleStatus, AlertRuleType, WebhookChannel};
+pub use common::{
+    condition, set_condition, Filter, FilterOp, SecretKeyRef, Transform, CONDITION_ACCEPTED, CONDITION_READY,
+    CONDITION_RESOLVED_REFS,
+};
+pub use connection::{Connection, ConnectionSpec, ConnectionStatus};
+pub use destination::{
+    Backoff, CircuitBreakerPolicy, CircuitState, CircuitStatus, DeliveryCounts, Destination,
+    DestinationSpec, DestinationStatus, DestinationType, HeaderFromSecret, HttpDestination,
+    RetryPolicy, Signing, SigningAlgorithm,
+};
+pub use source::{
+    Dedup, DedupStrategy, IpFilter, SchemaAction, SchemaValidation, Source, SourceSpec,
+    SourceStatus, SignatureEncoding, Verification, VerificationType,
+};
+pub use topic::{Subscription, Topic, TopicSpec, TopicStatus};

@@ -1,0 +1,89 @@
+-- hookstream gateway schema: events, their deliveries (the job queue), attempts, dedup keys
+-- and circuit breaker state. Times are unix milliseconds.
+
+CREATE TABLE events (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                TEXT    NOT NULL UNIQUE,
+    namespace         TEXT    NOT NULL,
+    source            TEXT    NOT NULL,
+    method            TEXT    NOT NULL,
+    path              TEXT    NOT NULL,
+    query             TEXT    NOT NULL,
+    headers           TEXT    NOT NULL,
+    body              BLOB    NOT NULL,
+    content_type      TEXT,
+    source_ip         TEXT    NOT NULL,
+    received_at       INTEGER NOT NULL,
+    status            TEXT    NOT NULL,
+    validation_errors TEXT
+);
+CREATE INDEX events_source ON events (namespace, source, seq);
+CREATE INDEX events_received ON events (received_at);
+CREATE INDEX events_status ON events (status, seq);
+
+CREATE TABLE deliveries (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id             TEXT    NOT NULL UNIQUE,
+    event_id       TEXT    NOT NULL,
+    namespace      TEXT    NOT NULL,
+    destination    TEXT    NOT NULL,
+    route_kind     TEXT    NOT NULL,
+    route          TEXT    NOT NULL,
+    state          TEXT    NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    round_attempts INTEGER NOT NULL DEFAULT 0,
+    due_at         INTEGER NOT NULL,
+    lease_until    INTEGER,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    last_error     TEXT
+);
+CREATE INDEX deliveries_due ON deliveries (state, due_at, seq);
+CREATE INDEX deliveries_event ON deliveries (event_id);
+CREATE INDEX deliveries_destination ON deliveries (namespace, destination, state, due_at, seq);
+
+CREATE TABLE attempts (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT    NOT NULL UNIQUE,
+    delivery_id      TEXT    NOT NULL,
+    event_id         TEXT    NOT NULL,
+    namespace        TEXT    NOT NULL,
+    destination      TEXT    NOT NULL,
+    route_kind       TEXT    NOT NULL,
+    route            TEXT    NOT NULL,
+    attempt_number   INTEGER NOT NULL,
+    status           TEXT    NOT NULL,
+    status_code      INTEGER,
+    error            TEXT,
+    request_headers  TEXT    NOT NULL,
+    response_headers TEXT,
+    response_body    TEXT,
+    latency_ms       INTEGER NOT NULL,
+    attempted_at     INTEGER NOT NULL,
+    next_retry_at    INTEGER,
+    is_dlq           INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX attempts_event ON attempts (event_id, seq);
+CREATE INDEX attempts_delivery ON attempts (delivery_id, seq);
+CREATE INDEX attempts_destination ON attempts (namespace, destination, seq);
+CREATE INDEX attempts_dlq ON attempts (is_dlq, seq);
+CREATE INDEX attempts_time ON attempts (attempted_at);
+
+CREATE TABLE dedup_keys (
+    namespace  TEXT    NOT NULL,
+    source     TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    event_id   TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (namespace, source, key)
+);
+
+CREATE TABLE circuits (
+    namespace            TEXT    NOT NULL,
+    destination          TEXT    NOT NULL,
+    state                TEXT    NOT NULL,
+    consecutive_failures INTEGER NOT NULL,
+    opened_at            INTEGER,
+    last_failure_at      INTEGER,
+    PRIMARY KEY (namespace, destination)
+);

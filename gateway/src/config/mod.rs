@@ -1,0 +1,168 @@
+//! Routing config at run time: the compiled [`GatewayConfig`] turned into ready-to-use parts
+//! (JSONata expressions, schema validators, lookup tables) and published as one immutable
+//! snapshot. Requests take the snapshot once and keep it; a reload builds a whole new one
+//! before swapping, so a request never sees half a config.
+
+pub mod manifests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hookstream_crds::config::{ConnectionConfig, DestinationConfig, GatewayConfig, ObjectKey, SourceConfig};
+use hookstream_crds::v1alpha1::Filter;
+use hookstream_transform::Expression;
+use tokio::sync::watch;
+
+use crate::store::RouteKind;
+
+/// A Source ready for ingest.
+pub struct RuntimeSource {
+    /// Compiled settings.
+    pub config: SourceConfig,
+    /// Compiled body schema.
+    pub schema: Option<jsonschema::Validator>,
+    /// Routes whose events come from this Source.
+    pub routes: Vec<Arc<Route>>,
+}
+
+/// A route from a Source or Topic to a Destination.
+pub struct Route {
+    /// Connection or subscription.
+    pub kind: RouteKind,
+    /// Connection name, or `topic#index` for a subscription.
+    pub name: String,
+    /// Namespace of the route and its destination.
+    pub namespace: String,
+    /// Destination name.
+    pub destination: String,
+    /// Filters, all of which must match.
+    pub filters: Vec<Filter>,
+    /// Payload transform.
+    pub transform: Option<Expression>,
+}
+
+impl Route {
+    /// Whether any filter looks at the body (so the body must be parsed for routing).
+    pub fn needs_body(&self) -> bool {
+        self.filters.iter().any(|f| f.field.starts_with("body") || f.field.starts_with("payload"))
+    }
+}
+
+/// A snapshot of everything the gateway routes.
+pub struct RuntimeConfig {
+    /// Sources by namespace and name.
+    pub sources: HashMap<ObjectKey, Arc<RuntimeSource>>,
+    /// Destinations by namespace and name.
+    pub destinations: HashMap<ObjectKey, Arc<DestinationConfig>>,
+    /// Routes by (namespace, kind, name).
+    pub routes: HashMap<(String, RouteKind, String), Arc<Route>>,
+    /// Topic subscriptions by topic.
+    pub topics: HashMap<ObjectKey, Vec<Arc<Route>>>,
+    /// The compiled config this was built from.
+    pub compiled: GatewayConfig,
+}
+
+/// Shared access to the current snapshot.
+pub type ConfigHandle = watch::Receiver<Arc<RuntimeConfig>>;
+
+/// Building a snapshot failed (the compiler already checked everything, so this means the
+/// config came from an incompatible producer).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A transform did not compile.
+    #[error("{route}: transform does not compile: {message}")]
+    Transform {
+        /// Route.
+        route: String,
+        /// Why.
+        message: String,
+    },
+    /// A schema did not compile.
+    #[error("Source {source_key}: JSON Schema does not compile: {message}")]
+    Schema {
+        /// Source.
+        source_key: ObjectKey,
+        /// Why.
+        message: String,
+    },
+}
+
+impl RuntimeConfig {
+    /// An empty config (nothing routed).
+    pub fn empty() -> RuntimeConfig {
+        RuntimeConfig {
+            sources: HashMap::new(),
+            destinations: HashMap::new(),
+            routes: HashMap::new(),
+            topics: HashMap::new(),
+            compiled: GatewayConfig::default(),
+        }
+    }
+
+    /// Builds a snapshot from a compiled config.
+    pub fn build(compiled: GatewayConfig) -> Result<RuntimeConfig, BuildError> {
+        let destinations: HashMap<ObjectKey, Arc<DestinationConfig>> =
+            compiled.destinations.iter().map(|d| (d.key.clone(), Arc::new(d.clone()))).collect();
+        let mut routes = HashMap::new();
+        let mut by_source: HashMap<ObjectKey, Vec<Arc<Route>>> = HashMap::new();
+        for c in &compiled.connections {
+            let route = Arc::new(connection_route(c)?);
+            by_source
+                .entry(ObjectKey::new(c.key.namespace.clone(), c.source.clone()))
+                .or_default()
+                .push(route.clone());
+            routes.insert((c.key.namespace.clone(), RouteKind::Connection, c.key.name.clone()), route);
+        }
+        let mut topics = HashMap::new();
+        for t in &compiled.topics {
+            let mut subs = Vec::new();
+            for (i, s) in t.subscriptions.iter().enumerate() {
+                let name = format!("{}#{i}", t.key.name);
+                let route = Arc::new(Route {
+                    kind: RouteKind::Subscription,
+                    name: name.clone(),
+                    namespace: t.key.namespace.clone(),
+                    destination: s.destination.clone(),
+                    filters: s.filters.clone(),
+                    transform: compile_transform(&format!("Topic {}", t.key), s.transform.as_deref())?,
+                });
+                routes.insert((t.key.namespace.clone(), RouteKind::Subscription, name), route.clone());
+                subs.push(route);
+            }
+            topics.insert(t.key.clone(), subs);
+        }
+        let mut sources = HashMap::new();
+        for s in &compiled.sources {
+            let schema = match &s.schema {
+                Some(schema) => Some(jsonschema::validator_for(&schema.json_schema).map_err(|e| {
+                    BuildError::Schema { source_key: s.key.clone(), message: e.to_string() }
+                })?),
+                None => None,
+            };
+            let runtime = RuntimeSource {
+                config: s.clone(),
+                schema,
+                routes: by_source.remove(&s.key).unwrap_or_default(),
+            };
+            sources.insert(s.key.clone(), Arc::new(runtime));
+        }
+        Ok(RuntimeConfig { sources, destinations, routes, topics, compiled })
+    }
+}
+
+fn connection_route(c: &ConnectionConfig) -> Result<Route, BuildError> {
+    Ok(Route {
+        kind: RouteKind::Connection,
+        name: c.key.name.clone(),
+        namespace: c.key.namespace.clone(),
+        destination: c.destination.clone(),
+        filters: c.filters.clone(),
+        transform: compile_transform(&format!("Connection {}", c.key), c.transform.as_deref())?,
+    })
+}
+
+fn compile_transform(route: &str, source: Option<&str>) -> Result<Option<Expression>, BuildError> {
+    source
+        .map(|s| Expression::compile(s).map_err(|e| BuildError::Transform { route: route.to_owned(), message: e.to_string() }))
+        .transpose()
+}

@@ -1,0 +1,215 @@
+//! One HTTP delivery attempt: build the request, send it on the shared keep-alive client,
+//! and describe what came back.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use hookstream_crds::config::{HttpConfig, SigningConfig};
+use hookstream_crds::v1alpha1::SigningAlgorithm;
+
+/// Most response body bytes kept with an attempt.
+const RESPONSE_BODY_LIMIT: usize = 16 * 1024;
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Shown instead of a header value that came from a Secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// What an attempt produced.
+#[derive(Debug, Default)]
+pub struct Response {
+    /// Status, when a response came.
+    pub status: Option<u16>,
+    /// Response headers.
+    pub headers: Option<Vec<(String, String)>>,
+    /// Start of the response body.
+    pub body: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Delay asked for by `Retry-After` on a 429 or 503.
+    pub retry_after: Option<Duration>,
+    /// Time taken.
+    pub latency: Duration,
+}
+
+impl Response {
+    /// A 2xx response.
+    pub fn succeeded(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// Headers of a delivery: hookstream's own, the destination's static and secret headers,
+/// the content type and the signature. Returns the headers to send and the same list with
+/// secret values redacted, for the attempt record.
+pub fn request_headers(
+    http: &HttpConfig,
+    signing: Option<&SigningConfig>,
+    event_id: &str,
+    attempt: u32,
+    timestamp: i64,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let mut send: Vec<(String, String)> = http.headers.clone();
+    let mut shown = send.clone();
+    for (name, value) in &http.secret_headers {
+        send.push((name.clone(), String::from_utf8_lossy(value.expose()).into_owned()));
+        shown.push((name.clone(), REDACTED.to_owned()));
+    }
+    let mut own = vec![
+        ("X-Hookstream-Event-Id".to_owned(), event_id.to_owned()),
+        ("X-Hookstream-Delivery-Attempt".to_owned(), attempt.to_string()),
+        ("X-Hookstream-Timestamp".to_owned(), timestamp.to_string()),
+    ];
+    if let Some(ct) = content_type {
+        own.push(("Content-Type".to_owned(), ct.to_owned()));
+    }
+    if let Some(s) = signing {
+        own.push((s.header.clone(), sign(s, event_id, timestamp, body)));
+    }
+    send.extend(own.iter().cloned());
+    shown.extend(own);
+    (send, shown)
+}
+
+/// `sha256=<hex>` (or `sha1=`): the HMAC of `{event id}.{timestamp}.{body}`.
+pub fn sign(signing: &SigningConfig, event_id: &str, timestamp: i64, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    let parts: [&[u8]; 5] = [event_id.as_bytes(), b".", ts.as_bytes(), b".", body];
+    let key = signing.secret.expose();
+    match signing.algorithm {
+        SigningAlgorithm::Sha256 => format!("sha256={}", hmac_hex::<Hmac<sha2::Sha256>>(key, &parts)),
+        SigningAlgorithm::Sha1 => format!("sha1={}", hmac_hex::<Hmac<sha1::Sha1>>(key, &parts)),
+    }
+}
+
+fn hmac_hex<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> String {
+    // HMAC is defined for keys of every length, so this constructor cannot fail.
+    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Sends one request and waits at most the destination's timeout for the whole response.
+pub async fn send(client: &reqwest::Client, http: &HttpConfig, headers: &[(String, String)], body: Bytes) -> Response {
+    let started = Instant::now();
+    let method = reqwest::Method::from_bytes(http.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+    let mut request = client.request(method, &http.url).timeout(Duration::from_millis(http.timeout_ms)).body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let mut out = Response::default();
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            out.status = Some(status);
+            out.headers = Some(
+                response
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect(),
+            );
+            if status == 429 || status == 503 {
+                out.retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+            }
+            match read_limited(response).await {
+                Ok(text) => out.body = Some(text),
+                Err(e) => out.error = Some(format!("reading the response failed: {}", describe(&e))),
+            }
+            if !(200..300).contains(&status) && out.error.is_none() {
+                out.error = Some(format!("destination answered {status}"));
+            }
+        }
+        Err(e) => out.error = Some(describe(&e)),
+    }
+    out.latency = started.elapsed();
+    out
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<String, reqwest::Error> {
+    let mut kept = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = RESPONSE_BODY_LIMIT.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(String::from_utf8_lossy(&kept).into_owned())
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(text: &str) -> Option<Duration> {
+    let delay = match text.trim().parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(text.trim()).ok()?;
+            let ms = at.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+        }
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// A failure in words without the URL's query (which may hold tokens).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "response body failed"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() { kind.to_owned() } else { format!("{kind}: {cause}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookstream_crds::config::SecretValue;
+
+    #[test]
+    fn retry_after_reads_seconds_and_caps_them() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn signature_is_hmac_of_id_timestamp_and_body() {
+        let s = SigningConfig { secret: SecretValue(b"k".to_vec()), algorithm: SigningAlgorithm::Sha256, header: "X".into() };
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"k").unwrap();
+        m.update(b"evt_1.1700000000.{}");
+        assert_eq!(sign(&s, "evt_1", 1_700_000_000, b"{}"), format!("sha256={}", hex::encode(m.finalize().into_bytes())));
+    }
+
+    #[test]
+    fn secret_headers_are_sent_but_not_recorded() {
+        let http = HttpConfig {
+            url: "http://x".into(),
+            method: "POST".into(),
+            headers: vec![("X-Team".into(), "a".into())],
+            secret_headers: vec![("Authorization".into(), SecretValue(b"Bearer t0ken".to_vec()))],
+            timeout_ms: 1000,
+        };
+        let (send, shown) = request_headers(&http, None, "evt_1", 1, 1, Some("application/json"), b"{}");
+        assert!(send.contains(&("Authorization".into(), "Bearer t0ken".into())));
+        assert!(shown.contains(&("Authorization".into(), REDACTED.into())));
+        assert!(!format!("{shown:?}").contains("t0ken"));
+    }
+}

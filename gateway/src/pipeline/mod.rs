@@ -1,0 +1,3 @@
+//! Routing decisions: which routes an event matches.
+
+pub mod filter;

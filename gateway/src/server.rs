@@ -1,0 +1,190 @@
+//! Wiring: settings in, a running gateway out. Also health, readiness, metrics, retention
+//! and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use axum::Router;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::api::auth::ApiKeys;
+use crate::config::{manifests, ConfigHandle, RuntimeConfig};
+use crate::delivery::{self, Dispatcher};
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::store::{self, Store};
+
+/// What request handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Current routing snapshot.
+    pub config: ConfigHandle,
+    /// Database.
+    pub store: Store,
+    /// Delivery hand-off and circuits.
+    pub dispatcher: Dispatcher,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Startup settings.
+    pub settings: Arc<Settings>,
+}
+
+/// Sets up logging: `RUST_LOG` filter (default `info`), text or JSON lines.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// The router: ingest (public), health and metrics (public), the API (keyed).
+pub fn router(app: AppState, keys: ApiKeys) -> Router {
+    let api = crate::api::routes().layer(axum::middleware::from_fn_with_state(keys, crate::api::auth::require_key));
+    Router::new()
+        .route("/v1/ingest/{namespace}/{source}", any(crate::ingest::ingest))
+        // Ingest enforces its own (per-source) body limit while reading.
+        .layer(DefaultBodyLimit::disable())
+        .merge(api)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+async fn ready(State(app): State<AppState>) -> impl IntoResponse {
+    match sqlx::query("SELECT 1").execute(&app.store.read).await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            warn!(error = %e, "readiness: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        app.metrics.render(),
+    )
+}
+
+/// Runs the gateway until SIGTERM or Ctrl-C: stops accepting, finishes requests and
+/// deliveries in flight, flushes the database, returns.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let keys = ApiKeys::parse(&std::env::var("HOOKSTREAM_API_KEYS").unwrap_or_default())
+        .context("HOOKSTREAM_API_KEYS is invalid")?;
+    if keys.is_empty() {
+        warn!("no API keys configured (HOOKSTREAM_API_KEYS): the management API refuses every request");
+    }
+    let dir = settings.manifests.clone();
+    let initial = tokio::task::spawn_blocking(move || manifests::load(&dir)).await?;
+    let initial = match initial {
+        Ok(c) => c,
+        Err(errors) => {
+            let list = errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n");
+            anyhow::bail!("the manifests in {} are invalid ({} errors):\n{list}", settings.manifests.display(), errors.len());
+        }
+    };
+    info!(
+        sources = initial.sources.len(),
+        destinations = initial.destinations.len(),
+        routes = initial.routes.len(),
+        "config loaded"
+    );
+    let store = store::open(&settings.database).await.with_context(|| format!("cannot open database {}", settings.database))?;
+    let metrics = Metrics::new();
+    let (config_tx, config_rx) = watch::channel(Arc::new(initial));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (dispatcher, delivery_task) =
+        delivery::start(store.clone(), config_rx.clone(), metrics.clone(), settings.max_in_flight, shutdown_rx.clone()).await?;
+
+    tokio::spawn(manifests::watch(settings.manifests.clone(), config_tx, metrics.clone()));
+    tokio::spawn(housekeeping(store.clone(), metrics.clone(), settings.retention, shutdown_rx.clone()));
+
+    let settings = Arc::new(settings);
+    let app = AppState { config: config_rx, store: store.clone(), dispatcher, metrics, settings: settings.clone() };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    info!(listen = %listener.local_addr()?, database = %settings.database, "hookstream gateway started");
+    axum::serve(listener, router(app, keys).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    info!("stopped accepting requests; finishing deliveries in flight");
+    let _ = shutdown_tx.send(true);
+    let _ = delivery_task.await;
+    store.writer.flush().await;
+    info!("hookstream gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    info!("shutdown signal received");
+}
+
+/// Retention and gauges: deletes expired events in batches, refreshes queue depths.
+async fn housekeeping(store: Store, metrics: Metrics, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut last_prune = tokio::time::Instant::now() - Duration::from_secs(3600);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(depths) = store::read::queue_depths(&store.read).await {
+            metrics.queue_depth.reset();
+            for (ns, dest, n) in depths {
+                metrics.queue_depth.with_label_values(&[&format!("{ns}/{dest}")]).set(n);
+            }
+        }
+        if last_prune.elapsed() >= Duration::from_secs(600) {
+            last_prune = tokio::time::Instant::now();
+            let before = store::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            loop {
+                match store.writer.prune(before, 1000).await {
+                    Ok(n) if n == 1000 => continue,
+                    Ok(n) => {
+                        if n > 0 {
+                            info!(deleted = n, "retention: deleted old events");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "retention: cannot delete old events");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An empty runtime config, for tests that build the router directly.
+pub fn empty_config() -> Arc<RuntimeConfig> {
+    Arc::new(RuntimeConfig::empty())
+}

@@ -1,0 +1,51 @@
+//! Startup settings (restart to change), from flags or `HOOKSTREAM_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ipnet::IpNet;
+
+/// hookstream gateway: receives webhooks, stores them, routes and delivers them with retries
+/// and circuit breaking, and serves the management API and metrics.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "hookstream-gateway", version)]
+pub struct Settings {
+    /// Folder of manifests (Source, Destination, Connection, Topic, AlertRule, Secret; YAML
+    /// or JSON, sub-folders included), reloaded when it changes.
+    #[arg(long, env = "HOOKSTREAM_MANIFESTS")]
+    pub manifests: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "HOOKSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Database URL: sqlite://PATH.
+    #[arg(long, env = "HOOKSTREAM_DATABASE_URL", default_value = "sqlite://hookstream.db")]
+    pub database: String,
+    /// Peers allowed to set the client address with X-Forwarded-For (CIDRs, comma-separated).
+    #[arg(long, env = "HOOKSTREAM_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest request body accepted by ingest, in bytes (a Source may set a lower limit).
+    #[arg(long, env = "HOOKSTREAM_MAX_BODY_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    /// How long events and attempts are kept, like 30d or 12h.
+    #[arg(long, env = "HOOKSTREAM_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// Most delivery attempts in flight at once.
+    #[arg(long, env = "HOOKSTREAM_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Log as JSON lines (the default in containers) instead of text.
+    #[arg(long, env = "HOOKSTREAM_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    hookstream_crds::duration::parse(text)
+}

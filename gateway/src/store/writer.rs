@@ -1,0 +1,646 @@
+//! The single writer: one task owns the write connection and commits queued operations in
+//! groups. A failed group is retried one operation per transaction, so one bad operation
+//! cannot fail the others.
+
+use std::sync::Arc;
+
+use sqlx::sqlite::{Sqlite, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Row};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, warn};
+
+use super::model::{
+    event_status, state, CircuitRow, Completion, DedupClaim, InsertOutcome, Job, NewDelivery,
+    NewEvent, Outcome, RouteKind,
+};
+use super::{now_ms, StoreError};
+
+/// Most operations committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Rows per multi-row INSERT, under SQLite's bound-parameter limit.
+const ROWS_PER_INSERT: usize = 400;
+
+/// Which deliveries a claim may take.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimFilter {
+    /// Destinations (namespace, name) whose deliveries must wait.
+    pub exclude: Vec<(String, String)>,
+    /// Only this destination (for a circuit probe).
+    pub only: Option<(String, String)>,
+}
+
+/// A request to retry deliveries by hand.
+#[derive(Clone, Debug)]
+pub enum ManualRetry {
+    /// Put one delivery back in the queue, due now, with a fresh retry budget.
+    Delivery {
+        /// The delivery id.
+        delivery_id: String,
+    },
+    /// Create new deliveries for an event (re-run through the routes).
+    Event {
+        /// The event.
+        event_id: String,
+        /// New deliveries.
+        deliveries: Vec<NewDelivery>,
+    },
+}
+
+enum Op {
+    Insert {
+        event: Arc<NewEvent>,
+        deliveries: Vec<NewDelivery>,
+        dedup: Option<DedupClaim>,
+        reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
+    },
+    Complete(Vec<Completion>),
+    Claim {
+        limit: u32,
+        lease_until: i64,
+        filter: ClaimFilter,
+        reply: oneshot::Sender<Result<Vec<Job>, StoreError>>,
+    },
+    Retry {
+        request: ManualRetry,
+        reply: oneshot::Sender<Result<Option<String>, StoreError>>,
+    },
+    SaveCircuit(CircuitRow),
+    Prune {
+        before: i64,
+        limit: u32,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+/// Handle to the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Op>,
+}
+
+impl Writer {
+    /// Starts the writer task on `conn`.
+    pub fn start(conn: SqliteConnection) -> Writer {
+        let (tx, rx) = mpsc::channel(16_384);
+        tokio::spawn(run(conn, rx));
+        Writer { tx }
+    }
+
+    async fn call<T>(&self, op: Op, rx: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
+        self.tx.send(op).await.map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stores an event with its deliveries (and claims its dedup key) in one transaction.
+    /// Returns once the transaction is durable.
+    pub async fn insert(
+        &self,
+        event: Arc<NewEvent>,
+        deliveries: Vec<NewDelivery>,
+        dedup: Option<DedupClaim>,
+    ) -> Result<InsertOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Op::Insert { event, deliveries, dedup, reply }, rx).await
+    }
+
+    /// Records finished delivery work. Fire and forget: if the process dies first, the
+    /// deliveries' leases expire and they are attempted again (at least once).
+    pub async fn complete(&self, completions: Vec<Completion>) -> Result<(), StoreError> {
+        self.tx.send(Op::Complete(completions)).await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Claims up to `limit` due deliveries, oldest first, leasing them until `lease_until`.
+    pub async fn claim(&self, limit: u32, lease_until: i64, filter: ClaimFilter) -> Result<Vec<Job>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Op::Claim { limit, lease_until, filter, reply }, rx).await
+    }
+
+    /// Retries by hand. Returns `None` when the delivery or event does not exist, or the
+    /// new state.
+    pub async fn retry(&self, request: ManualRetry) -> Result<Option<String>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Op::Retry { request, reply }, rx).await
+    }
+
+    /// Persists a circuit's state. Queued in call order, without waiting.
+    pub fn save_circuit(&self, row: CircuitRow) {
+        if let Err(mpsc::error::TrySendError::Full(op)) = self.tx.try_send(Op::SaveCircuit(row)) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move { tx.send(op).await.ok() });
+        }
+    }
+
+    /// Deletes up to `limit` events received before `before` (unix ms) with their
+    /// deliveries and attempts, and expired dedup keys. Returns the events deleted.
+    pub async fn prune(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Op::Prune { before, limit, reply }, rx).await
+    }
+
+    /// Waits until every operation queued so far is committed, then returns. Used at
+    /// shutdown.
+    pub async fn flush(&self) {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Prune { before: i64::MIN, limit: 0, reply };
+        if self.tx.send(op).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Returns deliveries that a previous run of this gateway had claimed to the queue. Only
+/// safe with a single gateway per database, which is what SQLite supports.
+pub async fn recover(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+    let done = sqlx::query("UPDATE deliveries SET state = ?, lease_until = NULL WHERE state = ?")
+        .bind(state::PENDING)
+        .bind(state::INFLIGHT)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ops = std::mem::take(&mut batch);
+        if let Err(e) = commit_group(&mut conn, ops).await {
+            error!(error = %e, "database writer failed");
+        }
+    }
+}
+
+/// Replies are sent after the commit, so nobody hears "done" before the data is durable.
+enum Reply {
+    Insert(oneshot::Sender<Result<InsertOutcome, StoreError>>, InsertOutcome),
+    Claim(oneshot::Sender<Result<Vec<Job>, StoreError>>, Vec<Job>),
+    Retry(oneshot::Sender<Result<Option<String>, StoreError>>, Option<String>),
+    Prune(oneshot::Sender<Result<u64, StoreError>>, u64),
+}
+
+impl Reply {
+    fn send(self) {
+        // A caller that gave up waiting is not an error.
+        match self {
+            Reply::Insert(tx, v) => drop(tx.send(Ok(v))),
+            Reply::Claim(tx, v) => drop(tx.send(Ok(v))),
+            Reply::Retry(tx, v) => drop(tx.send(Ok(v))),
+            Reply::Prune(tx, v) => drop(tx.send(Ok(v))),
+        }
+    }
+}
+
+fn fail(op: Op, e: &sqlx::Error) {
+    warn!(error = %e, "database write failed");
+    let err = || StoreError::Database(sqlx::Error::Protocol(format!("write failed: {e}")));
+    match op {
+        Op::Insert { reply, .. } => drop(reply.send(Err(err()))),
+        Op::Claim { reply, .. } => drop(reply.send(Err(err()))),
+        Op::Retry { reply, .. } => drop(reply.send(Err(err()))),
+        Op::Prune { reply, .. } => drop(reply.send(Err(err()))),
+        Op::Complete(_) | Op::SaveCircuit(_) => {}
+    }
+}
+
+async fn commit_group(conn: &mut SqliteConnection, ops: Vec<Op>) -> Result<(), sqlx::Error> {
+    // Fast path: everything in one transaction. Ops are moved into the transaction attempt
+    // only by reference, so the slow path can replay them one by one after a failure.
+    match apply_all(conn, &ops).await {
+        Ok(replies) => {
+            for (op, reply) in ops.into_iter().zip(replies) {
+                deliver_reply(op, reply);
+            }
+            Ok(())
+        }
+        Err(e) if ops.len() == 1 => {
+            for op in ops {
+                fail(op, &e);
+            }
+            Ok(())
+        }
+        Err(_) => {
+            for op in ops {
+                match apply_all(conn, std::slice::from_ref(&op)).await {
+                    Ok(mut replies) => deliver_reply(op, replies.pop().flatten()),
+                    Err(e) => fail(op, &e),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn deliver_reply(op: Op, reply: Option<ReplyValue>) {
+    let reply = match (op, reply) {
+        (Op::Insert { reply, .. }, Some(ReplyValue::Insert(v))) => Reply::Insert(reply, v),
+        (Op::Claim { reply, .. }, Some(ReplyValue::Claim(v))) => Reply::Claim(reply, v),
+        (Op::Retry { reply, .. }, Some(ReplyValue::Retry(v))) => Reply::Retry(reply, v),
+        (Op::Prune { reply, .. }, Some(ReplyValue::Prune(v))) => Reply::Prune(reply, v),
+        _ => return,
+    };
+    reply.send();
+}
+
+enum ReplyValue {
+    Insert(InsertOutcome),
+    Claim(Vec<Job>),
+    Retry(Option<String>),
+    Prune(u64),
+}
+
+async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Option<ReplyValue>>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let now = now_ms();
+    let mut replies: Vec<Option<ReplyValue>> = Vec::with_capacity(ops.len());
+
+    // Inserts first, batched into multi-row statements: dedup claims decide which events
+    // are stored.
+    let mut events: Vec<(&NewEvent, bool)> = Vec::new();
+    let mut deliveries: Vec<(&NewEvent, &NewDelivery)> = Vec::new();
+    let mut insert_outcomes = Vec::new();
+    for op in ops {
+        if let Op::Insert { event, deliveries: ds, dedup, .. } = op {
+            let outcome = match dedup {
+                Some(claim) => claim_dedup(&mut tx, event, claim, now).await?,
+                None => InsertOutcome::Stored,
+            };
+            if outcome == InsertOutcome::Stored {
+                let event: &NewEvent = event;
+                events.push((event, !ds.is_empty()));
+                deliveries.extend(ds.iter().map(|d| (event, d)));
+            }
+            insert_outcomes.push(outcome);
+        }
+    }
+    insert_events(&mut tx, &events).await?;
+    insert_deliveries(&mut tx, &deliveries, now).await?;
+
+    let mut insert_outcomes = insert_outcomes.into_iter();
+    let mut completions: Vec<&Completion> = Vec::new();
+    for op in ops {
+        let reply = match op {
+            Op::Insert { .. } => insert_outcomes.next().map(ReplyValue::Insert),
+            Op::Complete(list) => {
+                completions.extend(list.iter());
+                None
+            }
+            Op::Claim { limit, lease_until, filter, .. } => {
+                Some(ReplyValue::Claim(claim(&mut tx, *limit, *lease_until, filter, now).await?))
+            }
+            Op::Retry { request, .. } => Some(ReplyValue::Retry(manual_retry(&mut tx, request, now).await?)),
+            Op::SaveCircuit(row) => {
+                save_circuit(&mut tx, row).await?;
+                None
+            }
+            Op::Prune { before, limit, .. } => Some(ReplyValue::Prune(prune(&mut tx, *before, *limit, now).await?)),
+        };
+        replies.push(reply);
+    }
+    complete(&mut tx, &completions, now).await?;
+    tx.commit().await?;
+    Ok(replies)
+}
+
+async fn claim_dedup(
+    tx: &mut SqliteConnection,
+    event: &NewEvent,
+    claim: &DedupClaim,
+    now: i64,
+) -> Result<InsertOutcome, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO dedup_keys (namespace, source, key, event_id, expires_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (namespace, source, key) DO UPDATE
+         SET event_id = excluded.event_id, expires_at = excluded.expires_at
+         WHERE dedup_keys.expires_at <= ?",
+    )
+    .bind(&event.namespace)
+    .bind(&event.source)
+    .bind(&claim.key)
+    .bind(&event.id)
+    .bind(claim.expires_at)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() > 0 {
+        return Ok(InsertOutcome::Stored);
+    }
+    let row = sqlx::query("SELECT event_id FROM dedup_keys WHERE namespace = ? AND source = ? AND key = ?")
+        .bind(&event.namespace)
+        .bind(&event.source)
+        .bind(&claim.key)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(InsertOutcome::Duplicate { event_id: row.try_get("event_id")? })
+}
+
+async fn insert_events(
+    tx: &mut SqliteConnection,
+    events: &[(&NewEvent, bool)],
+) -> Result<(), sqlx::Error> {
+    for chunk in events.chunks(ROWS_PER_INSERT / 2) {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "INSERT INTO events (id, namespace, source, method, path, query, headers, body, content_type, source_ip, received_at, status, validation_errors) ",
+        );
+        qb.push_values(chunk, |mut row, (e, routed)| {
+            row.push_bind(&e.id)
+                .push_bind(&e.namespace)
+                .push_bind(&e.source)
+                .push_bind(&e.method)
+                .push_bind(&e.path)
+                .push_bind(&e.query)
+                .push_bind(headers_json(&e.headers))
+                .push_bind(e.body.as_ref())
+                .push_bind(&e.content_type)
+                .push_bind(&e.source_ip)
+                .push_bind(e.received_at)
+                .push_bind(if *routed { event_status::PROCESSING } else { event_status::RECEIVED })
+                .push_bind(e.validation_errors.as_ref().map(|v| v.to_string()));
+        });
+        qb.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+async fn insert_deliveries(
+    tx: &mut SqliteConnection,
+    deliveries: &[(&NewEvent, &NewDelivery)],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    for chunk in deliveries.chunks(ROWS_PER_INSERT) {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, lease_until, created_at, updated_at) ",
+        );
+        qb.push_values(chunk, |mut row, (e, d)| {
+            row.push_bind(&d.id)
+                .push_bind(&e.id)
+                .push_bind(&e.namespace)
+                .push_bind(&d.destination)
+                .push_bind(d.route_kind.as_str())
+                .push_bind(&d.route)
+                .push_bind(if d.lease_until.is_some() { state::INFLIGHT } else { state::PENDING })
+                .push_bind(now)
+                .push_bind(d.lease_until)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        qb.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Serializes headers as a JSON list of `[name, value]` pairs (order and repeats kept).
+pub fn headers_json(headers: &[(String, String)]) -> String {
+    serde_json::to_string(headers).unwrap_or_else(|_| "[]".to_owned())
+}
+
+async fn claim(
+    tx: &mut SqliteConnection,
+    limit: u32,
+    lease_until: i64,
+    filter: &ClaimFilter,
+    now: i64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("UPDATE deliveries SET state = ");
+    qb.push_bind(state::INFLIGHT)
+        .push(", lease_until = ")
+        .push_bind(lease_until)
+        .push(", updated_at = ")
+        .push_bind(now)
+        .push(" WHERE seq IN (SELECT seq FROM deliveries WHERE ((state = ")
+        .push_bind(state::PENDING)
+        .push(" AND due_at <= ")
+        .push_bind(now)
+        .push(") OR (state = ")
+        .push_bind(state::INFLIGHT)
+        .push(" AND lease_until < ")
+        .push_bind(now)
+        .push("))");
+    if let Some((ns, dest)) = &filter.only {
+        qb.push(" AND namespace = ").push_bind(ns).push(" AND destination = ").push_bind(dest);
+    }
+    for (ns, dest) in &filter.exclude {
+        qb.push(" AND NOT (namespace = ").push_bind(ns).push(" AND destination = ").push_bind(dest).push(")");
+    }
+    qb.push(" ORDER BY due_at, seq LIMIT ").push_bind(i64::from(limit)).push(")");
+    qb.push(" RETURNING id, event_id, namespace, destination, route_kind, route, attempts, round_attempts, due_at, seq");
+    let rows = qb.build().fetch_all(&mut *tx).await?;
+    let mut jobs: Vec<(i64, i64, Job)> = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("due_at")?,
+                r.try_get::<i64, _>("seq")?,
+                Job {
+                    delivery_id: r.try_get("id")?,
+                    event_id: r.try_get("event_id")?,
+                    namespace: r.try_get("namespace")?,
+                    destination: r.try_get("destination")?,
+                    route_kind: RouteKind::parse(r.try_get("route_kind")?),
+                    route: r.try_get("route")?,
+                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
+                    round_attempts: u32::try_from(r.try_get::<i64, _>("round_attempts")?).unwrap_or(0),
+                },
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    // RETURNING gives no order guarantee; workers start deliveries oldest first.
+    jobs.sort_by_key(|(due, seq, _)| (*due, *seq));
+    Ok(jobs.into_iter().map(|(_, _, j)| j).collect())
+}
+
+async fn complete(tx: &mut SqliteConnection, completions: &[&Completion], now: i64) -> Result<(), sqlx::Error> {
+    if completions.is_empty() {
+        return Ok(());
+    }
+    let attempts: Vec<&Completion> = completions.iter().copied().filter(|c| c.attempt.is_some()).collect();
+    for chunk in attempts.chunks(ROWS_PER_INSERT / 2) {
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            "INSERT INTO attempts (id, delivery_id, event_id, namespace, destination, route_kind, route, attempt_number, status, status_code, error, request_headers, response_headers, response_body, latency_ms, attempted_at, next_retry_at, is_dlq) ",
+        );
+        qb.push_values(chunk, |mut row, c| {
+            if let Some(a) = &c.attempt {
+                row.push_bind(&a.id)
+                    .push_bind(&c.job.delivery_id)
+                    .push_bind(&c.job.event_id)
+                    .push_bind(&c.job.namespace)
+                    .push_bind(&c.job.destination)
+                    .push_bind(c.job.route_kind.as_str())
+                    .push_bind(&c.job.route)
+                    .push_bind(i64::from(a.attempt_number))
+                    .push_bind(a.status)
+                    .push_bind(a.status_code.map(i64::from))
+                    .push_bind(&a.error)
+                    .push_bind(headers_json(&a.request_headers))
+                    .push_bind(a.response_headers.as_deref().map(headers_json))
+                    .push_bind(&a.response_body)
+                    .push_bind(a.latency_ms)
+                    .push_bind(a.attempted_at)
+                    .push_bind(a.next_retry_at)
+                    .push_bind(i64::from(a.is_dlq));
+            }
+        });
+        qb.build().execute(&mut *tx).await?;
+    }
+    for c in completions {
+        let attempted = i64::from(c.attempt.is_some());
+        let (new_state, due_at) = match c.outcome {
+            Outcome::Succeeded => (state::SUCCEEDED, None),
+            Outcome::Retry { due_at } => (state::PENDING, Some(due_at)),
+            Outcome::Dead => (state::DEAD, None),
+            Outcome::Release => (state::PENDING, None),
+            Outcome::Cancelled => (state::CANCELLED, None),
+        };
+        // Only the holder of the claim may finish it: a delivery retried by hand while an
+        // attempt was in flight keeps its new state.
+        sqlx::query(
+            "UPDATE deliveries SET state = ?, due_at = COALESCE(?, due_at), lease_until = NULL,
+                 attempts = attempts + ?, round_attempts = round_attempts + ?,
+                 last_error = COALESCE(?, last_error), updated_at = ?
+             WHERE id = ? AND state = ?",
+        )
+        .bind(new_state)
+        .bind(due_at)
+        .bind(attempted)
+        .bind(attempted)
+        .bind(&c.error)
+        .bind(now)
+        .bind(&c.job.delivery_id)
+        .bind(state::INFLIGHT)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut event_ids: Vec<&str> = completions.iter().map(|c| c.job.event_id.as_str()).collect();
+    event_ids.sort_unstable();
+    event_ids.dedup();
+    for id in event_ids {
+        refresh_event_status(tx, id).await?;
+    }
+    Ok(())
+}
+
+async fn refresh_event_status(tx: &mut SqliteConnection, event_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE events SET status = COALESCE((
+             SELECT CASE
+                 WHEN SUM(state IN ('pending', 'inflight')) > 0 THEN 'processing'
+                 WHEN SUM(state IN ('dead', 'cancelled')) > 0 THEN 'failed'
+                 ELSE 'delivered' END
+             FROM deliveries WHERE event_id = ?), 'received')
+         WHERE id = ?",
+    )
+    .bind(event_id)
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn manual_retry(tx: &mut SqliteConnection, request: &ManualRetry, now: i64) -> Result<Option<String>, sqlx::Error> {
+    match request {
+        ManualRetry::Delivery { delivery_id } => {
+            let row = sqlx::query("SELECT event_id, state FROM deliveries WHERE id = ?")
+                .bind(delivery_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let current: String = row.try_get("state")?;
+            if current == state::INFLIGHT {
+                return Ok(Some(current));
+            }
+            let event_id: String = row.try_get("event_id")?;
+            sqlx::query(
+                "UPDATE deliveries SET state = ?, due_at = ?, lease_until = NULL, round_attempts = 0, updated_at = ? WHERE id = ?",
+            )
+            .bind(state::PENDING)
+            .bind(now)
+            .bind(now)
+            .bind(delivery_id)
+            .execute(&mut *tx)
+            .await?;
+            refresh_event_status(tx, &event_id).await?;
+            Ok(Some(state::PENDING.to_owned()))
+        }
+        ManualRetry::Event { event_id, deliveries } => {
+            let row = sqlx::query("SELECT namespace FROM events WHERE id = ?")
+                .bind(event_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let namespace: String = row.try_get("namespace")?;
+            for d in deliveries {
+                sqlx::query(
+                    "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, created_at, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&d.id)
+                .bind(event_id)
+                .bind(&namespace)
+                .bind(&d.destination)
+                .bind(d.route_kind.as_str())
+                .bind(&d.route)
+                .bind(state::PENDING)
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            refresh_event_status(tx, event_id).await?;
+            Ok(Some(state::PENDING.to_owned()))
+        }
+    }
+}
+
+async fn save_circuit(tx: &mut SqliteConnection, row: &CircuitRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO circuits (namespace, destination, state, consecutive_failures, opened_at, last_failure_at)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (namespace, destination) DO UPDATE SET state = excluded.state,
+             consecutive_failures = excluded.consecutive_failures, opened_at = excluded.opened_at,
+             last_failure_at = excluded.last_failure_at",
+    )
+    .bind(&row.namespace)
+    .bind(&row.destination)
+    .bind(&row.state)
+    .bind(i64::from(row.consecutive_failures))
+    .bind(row.opened_at)
+    .bind(row.last_failure_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn prune(tx: &mut SqliteConnection, before: i64, limit: u32, now: i64) -> Result<u64, sqlx::Error> {
+    if limit == 0 {
+        return Ok(0);
+    }
+    // Events whose deliveries are all finished; an event still being delivered is kept.
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM events WHERE received_at < ? AND NOT EXISTS (
+             SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.state IN ('pending', 'inflight'))
+         ORDER BY received_at LIMIT ?",
+    )
+    .bind(before)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    for chunk in ids.chunks(ROWS_PER_INSERT) {
+        for table in ["attempts", "deliveries"] {
+            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!("DELETE FROM {table} WHERE event_id IN ("));
+            let mut list = qb.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+        }
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("DELETE FROM events WHERE id IN (");
+        let mut list = qb.separated(", ");
+        for id in chunk {
+            list.push_bind(id);
+        }
+        qb.push(")");
+        qb.build().execute(&mut *tx).await?;
+    }
+    sqlx::query("DELETE FROM dedup_keys WHERE expires_at <= ?").bind(now).execute(&mut *tx).await?;
+    Ok(ids.len() as u64)
+}
