@@ -1,0 +1,331 @@
+//! Test harness: a real gateway process on a free port with its own manifests folder and
+//! SQLite file, and real HTTP receivers that record what they get and answer as scripted.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+/// An API key accepted by every test gateway.
+pub const API_KEY: &str = "hs_test_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Folder holding manifests, the database and the log.
+    pub dir: tempfile::TempDir,
+    port: u16,
+    extra_args: Vec<String>,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Gateway {
+    /// Starts a gateway on `manifests` (YAML text) and waits until it is ready.
+    pub async fn start(manifests: &str) -> Gateway {
+        Self::start_with(manifests, &[]).await
+    }
+
+    /// Like `start`, with extra command-line flags.
+    pub async fn start_with(manifests: &str, extra_args: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        std::fs::write(dir.path().join("manifests/main.yaml"), manifests).unwrap();
+        let mut gw = Gateway {
+            child: None,
+            base: String::new(),
+            dir,
+            port: free_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            http: reqwest::Client::new(),
+        };
+        gw.base = format!("http://127.0.0.1:{}", gw.port);
+        gw.spawn().await;
+        gw
+    }
+
+    /// The manifests folder.
+    pub fn manifests_dir(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    /// Everything the gateway has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookstream-gateway"));
+        cmd.arg("--manifests")
+            .arg(self.manifests_dir())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--database")
+            .arg(format!("sqlite://{}", self.dir.path().join("hookstream.db").display()))
+            .args(&self.extra_args)
+            .env("HOOKSTREAM_API_KEYS", API_KEY)
+            .env("RUST_LOG", "info,hookstream_gateway=debug")
+            .env_remove("HOOKSTREAM_MANIFESTS")
+            .env_remove("HOOKSTREAM_DATABASE_URL")
+            .env_remove("HOOKSTREAM_LISTEN");
+        cmd
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("gateway.log"))
+            .unwrap();
+        let child = self.command().stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gateway exited at start with {status}:\n{}", self.log());
+            }
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "gateway not ready in 20 s:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown work at all).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("gateway is running");
+        let ok = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "gateway did not stop within 40 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process again on the same folder, database and port.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the gateway first");
+        self.spawn().await;
+    }
+
+    /// Sends a webhook to a source.
+    pub async fn ingest(&self, ns: &str, source: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/ingest/{ns}/{source}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// GET an API path with the key; returns status and JSON.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).header("x-api-key", API_KEY).send().await.unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST an API path with the key; returns status and JSON.
+    pub async fn post(&self, path: &str) -> (StatusCode, Value) {
+        let r = self.http.post(format!("{}{path}", self.base)).header("x-api-key", API_KEY).send().await.unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the event until its status is `status`.
+    pub async fn wait_event_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = self.get(&format!("/v1/events/{id}")).await;
+            if code == StatusCode::OK && body["status"] == status {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "event {id} not {status} within {within:?}: {body}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A request a receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// When it arrived.
+    pub at: Instant,
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub uri: Uri,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+    /// The status the receiver answered with.
+    pub status: u16,
+}
+
+impl Received {
+    /// Body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// How a receiver answers.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Delay before answering.
+    pub delay: Duration,
+}
+
+impl Answer {
+    /// Just a status.
+    pub fn status(status: u16) -> Answer {
+        Answer { status, headers: Vec::new(), delay: Duration::ZERO }
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    got: Vec<Received>,
+    script: VecDeque<Answer>,
+    default: Option<Answer>,
+}
+
+/// A real HTTP server on a free loopback port.
+#[derive(Clone)]
+pub struct Receiver {
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    state: Arc<Mutex<ReceiverState>>,
+}
+
+impl Receiver {
+    /// Starts a receiver that answers 200 unless scripted otherwise.
+    pub async fn start() -> Receiver {
+        let state = Arc::new(Mutex::new(ReceiverState::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(record).with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url: format!("http://{addr}"), state }
+    }
+
+    /// The next answers, in order; after them the default.
+    pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.state.lock().unwrap().script.extend(answers);
+    }
+
+    /// The answer once the script is used up.
+    pub fn set_default(&self, answer: Answer) {
+        self.state.lock().unwrap().default = Some(answer);
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().got.clone()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "receiver {} got {} of {n} requests within {within:?}", self.url, got.len());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn record(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let answer = {
+        let mut s = state.lock().unwrap();
+        let answer = s.script.pop_front().or_else(|| s.default.clone()).unwrap_or(Answer::status(200));
+        s.got.push(Received { at: Instant::now(), method, uri, headers, body, status: answer.status });
+        answer
+    };
+    if !answer.delay.is_zero() {
+        tokio::time::sleep(answer.delay).await;
+    }
+    let mut response = (StatusCode::from_u16(answer.status).unwrap(), "ok").into_response();
+    for (k, v) in answer.headers {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(&v).unwrap(),
+        );
+    }
+    response
+}
+
+/// `sha256=<hex>` HMAC of `body`, as a sender signs.
+pub fn hmac_sha256_hex(secret: &str, body: &str) -> String {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(body.as_bytes());
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
