@@ -69,12 +69,35 @@ pub fn parse_into(objects: &mut Objects, origin: &str, text: &str) -> Vec<Config
     errors
 }
 
+/// Decodes one document. Unknown fields are errors, as with `kubectl apply`'s strict field
+/// validation: a misspelt field must not silently change routing.
 fn decode<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." { inner.to_string() } else { format!("{path}: {inner}") }
-    })
+    let mut unknown = Vec::new();
+    let checked: Result<T, _> = serde_ignored::deserialize(value.clone(), |path| {
+        // `?` marks an optional value in serde_ignored's paths; users write no such step.
+        let path = path.to_string().replace(".?", "").replace("?.", "");
+        // Type information is read before decoding and not kept as a field.
+        if path != "apiVersion" && path != "kind" {
+            unknown.push(path);
+        }
+    });
+    match checked {
+        Ok(object) if unknown.is_empty() => Ok(object),
+        Ok(_) => Err(unknown
+            .iter()
+            .map(|path| format!("{path}: unknown field (check its spelling and nesting)"))
+            .collect::<Vec<_>>()
+            .join("; ")),
+        // Decode again to learn the path of the bad value.
+        Err(_) => match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(object) => Ok(object),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                Err(if path == "." { inner.to_string() } else { format!("{path}: {inner}") })
+            }
+        },
+    }
 }
 
 /// Puts objects without a namespace in `default` and records the file each came from.
