@@ -22,10 +22,26 @@ const SUITE: &str = concat!(
     "/../../shared/conformance/jsonata"
 );
 
-/// The measured figure is 1,680 of 1,686 (the six failures are listed when
-/// the test runs). The floor sits just under it so that a regression in the
-/// engine or in this crate's guards fails the build.
-const PASS_FLOOR: usize = 1_678;
+/// Measured through the public API: 1,677 passed, 7 failed, 2 not loadable
+/// (of 1,686). The engine alone was measured at 1,680 with a throwaway
+/// harness; the difference is the public API, not the engine:
+///
+/// - six cases evaluate with no input at all (`"dataset": null`), where
+///   JSONata's input is undefined. [`Expression::evaluate`] takes a JSON value,
+///   so the nearest it can pass is `null`, and `$`, `**`, `$string()`,
+///   `$trim()`, `$base64encode()` and `$base64decode()` then see null instead
+///   of nothing (descendent-operator/case016, encoding/case001 and case003,
+///   function-string/case022, function-trim/case002, transform/case022);
+/// - one is the engine's: tail-recursion/case006 (`$inf := function(){$inf()}`)
+///   expects the depth error U1001, but the engine runs an endless tail call
+///   as a loop, so the time limit stops it (D1012) instead.
+///
+/// The floor sits two under the measured figure: the two 10,000,000-item
+/// range cases (range-operator/case021, case024) take one to four seconds of
+/// their ten-second `timelimit` in an unoptimised build and could run over it
+/// on an overloaded machine. Anything more is a regression in the engine or
+/// in this crate's guards.
+const PASS_FLOOR: usize = 1_675;
 
 /// Time budget for cases that set no `timelimit`. The suite checks results,
 /// not speed, and this test runs in an unoptimised build on shared machines,
@@ -59,7 +75,7 @@ struct Tally {
     passed: usize,
     failed: Vec<String>,
     not_loadable: Vec<String>,
-    errors_without_code: usize,
+    errors_without_code: Vec<String>,
     slower_than_default: usize,
     slowest: Vec<(Duration, String)>,
 }
@@ -113,9 +129,13 @@ fn official_jsonata_suite() {
     println!(
         "  {} expected-error cases passed on an error that carries no JSONata code; \
          {} cases took longer than the gateway's default time limit in this build",
-        tally.errors_without_code, tally.slower_than_default
+        tally.errors_without_code.len(),
+        tally.slower_than_default
     );
-    tally.slowest.sort_by(|a, b| b.0.cmp(&a.0));
+    for line in &tally.errors_without_code {
+        println!("  passed without a code: {line}");
+    }
+    tally.slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
     for (elapsed, name) in tally.slowest.iter().take(5) {
         println!("  slow: {name} took {elapsed:.1?}");
     }
@@ -155,8 +175,12 @@ fn run_case(case: &Case, tally: &mut Tally) {
             (Some(want), Some(got)) if !codes_match(want, got) => {
                 Err(format!("expected error {want}, got {}", error.describe()))
             }
-            (Some(_), None) => {
-                tally.errors_without_code += 1;
+            (Some(want), None) => {
+                tally.errors_without_code.push(format!(
+                    "{} (expected {want}: {})",
+                    case.name,
+                    error.describe()
+                ));
                 Ok(())
             }
             _ => Ok(()),
@@ -248,15 +272,14 @@ fn unordered_equal(want: &Value, got: &Value) -> bool {
     match (want, got) {
         (Value::Array(want), Value::Array(got)) if want.len() == got.len() => {
             let mut unused: Vec<&Value> = got.iter().collect();
-            want.iter().all(|w| {
-                match unused.iter().position(|g| json_equal(w, g)) {
+            want.iter()
+                .all(|w| match unused.iter().position(|g| json_equal(w, g)) {
                     Some(i) => {
                         unused.swap_remove(i);
                         true
                     }
                     None => false,
-                }
-            })
+                })
         }
         _ => json_equal(want, got),
     }
@@ -272,7 +295,10 @@ fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn relative(path: &Path, base: &Path) -> String {
-    path.strip_prefix(base).unwrap_or(path).display().to_string()
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 fn load_datasets(dir: &Path) -> BTreeMap<String, Value> {
