@@ -16,8 +16,8 @@ use kube::ResourceExt;
 
 use crate::config::{
     CircuitConfig, ConnectionConfig, DedupConfig, DestinationConfig, GatewayConfig, HttpConfig,
-    IpFilterConfig, ObjectKey, RetryConfig, SchemaConfig, SecretValue, SigningConfig,
-    SourceConfig, SubscriptionConfig, TopicConfig, VerificationConfig,
+    IpFilterConfig, ObjectKey, RetryConfig, SchemaConfig, SecretValue, SigningConfig, SourceConfig,
+    SubscriptionConfig, TopicConfig, VerificationConfig,
 };
 use crate::duration;
 use crate::v1alpha1::{
@@ -139,7 +139,11 @@ impl fmt::Display for ConfigError {
         if let Some(origin) = &self.origin {
             write!(f, "{origin}: ")?;
         }
-        write!(f, "{} {}: {}: {}", self.kind, self.object, self.field, self.message)
+        write!(
+            f,
+            "{} {}: {}: {}",
+            self.kind, self.object, self.field, self.message
+        )
     }
 }
 
@@ -154,8 +158,14 @@ pub struct Compilation {
 
 impl Compilation {
     /// Errors about one object.
-    pub fn errors_for<'a>(&'a self, kind: &'a str, key: &'a ObjectKey) -> impl Iterator<Item = &'a ConfigError> + 'a {
-        self.errors.iter().filter(move |e| e.kind == kind && &e.object == key)
+    pub fn errors_for<'a>(
+        &'a self,
+        kind: &'a str,
+        key: &'a ObjectKey,
+    ) -> impl Iterator<Item = &'a ConfigError> + 'a {
+        self.errors
+            .iter()
+            .filter(move |e| e.kind == kind && &e.object == key)
     }
 }
 
@@ -198,7 +208,8 @@ pub fn compile(objects: &Objects) -> Compilation {
         errors.append(&mut ctx.errors);
     }
     let all_destinations: BTreeSet<ObjectKey> = objects.destinations.iter().map(key_of).collect();
-    let valid_destinations: BTreeSet<&ObjectKey> = config.destinations.iter().map(|d| &d.key).collect();
+    let valid_destinations: BTreeSet<&ObjectKey> =
+        config.destinations.iter().map(|d| &d.key).collect();
     let refs = References {
         all_sources: &all_sources,
         valid_sources: &valid_sources,
@@ -250,7 +261,12 @@ pub fn compile(objects: &Objects) -> Compilation {
 }
 
 fn key_of<K: ResourceExt>(object: &K) -> ObjectKey {
-    ObjectKey::new(object.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()), object.name_any())
+    ObjectKey::new(
+        object
+            .namespace()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        object.name_any(),
+    )
 }
 
 fn index_secrets(secrets: &[Secret]) -> SecretIndex {
@@ -279,16 +295,28 @@ impl References<'_> {
     fn check_source(&self, ctx: &mut Ctx<'_>, field: &str, name: &str) {
         let key = ObjectKey::new(ctx.key.namespace.clone(), name);
         if !self.all_sources.contains(&key) {
-            ctx.error(field, Reason::SourceNotFound, format!("Source {key} does not exist"));
+            ctx.error(
+                field,
+                Reason::SourceNotFound,
+                format!("Source {key} does not exist"),
+            );
         } else if !self.valid_sources.contains(&key) {
-            ctx.error(field, Reason::SourceNotReady, format!("Source {key} is invalid; fix its errors first"));
+            ctx.error(
+                field,
+                Reason::SourceNotReady,
+                format!("Source {key} is invalid; fix its errors first"),
+            );
         }
     }
 
     fn check_destination(&self, ctx: &mut Ctx<'_>, field: &str, name: &str) {
         let key = ObjectKey::new(ctx.key.namespace.clone(), name);
         if !self.all_destinations.contains(&key) {
-            ctx.error(field, Reason::DestinationNotFound, format!("Destination {key} does not exist"));
+            ctx.error(
+                field,
+                Reason::DestinationNotFound,
+                format!("Destination {key} does not exist"),
+            );
         } else if !self.valid_destinations.contains(&key) {
             ctx.error(
                 field,
@@ -309,9 +337,23 @@ struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn new(kind: &'static str, key: ObjectKey, objects: &'a Objects, secrets: &'a SecretIndex) -> Self {
-        let origin = objects.origins.get(&(kind.to_owned(), key.clone())).cloned();
-        Self { kind, key, secrets, origin, errors: Vec::new() }
+    fn new(
+        kind: &'static str,
+        key: ObjectKey,
+        objects: &'a Objects,
+        secrets: &'a SecretIndex,
+    ) -> Self {
+        let origin = objects
+            .origins
+            .get(&(kind.to_owned(), key.clone()))
+            .cloned();
+        Self {
+            kind,
+            key,
+            secrets,
+            origin,
+            errors: Vec::new(),
+        }
     }
 
     fn error(&mut self, field: &str, reason: Reason, message: String) {
@@ -326,14 +368,21 @@ impl<'a> Ctx<'a> {
     }
 
     fn duplicate(&mut self) {
-        let message = format!("another {} named {} is already defined", self.kind, self.key);
+        let message = format!(
+            "another {} named {} is already defined",
+            self.kind, self.key
+        );
         self.error("metadata.name", Reason::DuplicateName, message);
     }
 
     fn secret(&mut self, field: &str, reference: &SecretKeyRef) -> Option<Vec<u8>> {
         let key = ObjectKey::new(self.key.namespace.clone(), reference.name.clone());
         let Some(data) = self.secrets.get(&key) else {
-            self.error(field, Reason::SecretNotFound, format!("Secret {key} does not exist"));
+            self.error(
+                field,
+                Reason::SecretNotFound,
+                format!("Secret {key} does not exist"),
+            );
             return None;
         };
         let Some(value) = data.get(&reference.key) else {
@@ -342,7 +391,11 @@ impl<'a> Ctx<'a> {
             return None;
         };
         if value.is_empty() {
-            self.error(field, Reason::SecretNotFound, format!("Secret {key} key {:?} is empty", reference.key));
+            self.error(
+                field,
+                Reason::SecretNotFound,
+                format!("Secret {key} key {:?} is empty", reference.key),
+            );
             return None;
         }
         Some(value.clone())
@@ -351,7 +404,11 @@ impl<'a> Ctx<'a> {
     fn duration_ms(&mut self, field: &str, text: &str) -> Option<u64> {
         match duration::parse(text) {
             Ok(d) if d.is_zero() => {
-                self.error(field, Reason::InvalidSpec, "duration must be greater than zero".to_owned());
+                self.error(
+                    field,
+                    Reason::InvalidSpec,
+                    "duration must be greater than zero".to_owned(),
+                );
                 None
             }
             Ok(d) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -425,21 +482,41 @@ fn compile_source(source: &Source, ctx: &mut Ctx<'_>) -> Option<SourceConfig> {
     });
 
     let dedup = spec.dedup.as_ref().map(|d| {
-        let needs_field = matches!(d.strategy, DedupStrategy::HeaderField | DedupStrategy::BodyField);
+        let needs_field = matches!(
+            d.strategy,
+            DedupStrategy::HeaderField | DedupStrategy::BodyField
+        );
         let field = match (&d.field, needs_field) {
-            (Some(f), true) if !f.trim().is_empty() => Some(if d.strategy == DedupStrategy::HeaderField {
-                f.to_ascii_lowercase()
-            } else {
-                f.strip_prefix("body.").or_else(|| f.strip_prefix("payload.")).unwrap_or(f).to_owned()
-            }),
+            (Some(f), true) if !f.trim().is_empty() => {
+                Some(if d.strategy == DedupStrategy::HeaderField {
+                    f.to_ascii_lowercase()
+                } else {
+                    f.strip_prefix("body.")
+                        .or_else(|| f.strip_prefix("payload."))
+                        .unwrap_or(f)
+                        .to_owned()
+                })
+            }
             (_, true) => {
-                let what = if d.strategy == DedupStrategy::HeaderField { "a header name" } else { "a body path like data.id" };
-                ctx.error("spec.dedup.field", Reason::InvalidSpec, format!("is required for this strategy: give {what}"));
+                let what = if d.strategy == DedupStrategy::HeaderField {
+                    "a header name"
+                } else {
+                    "a body path like data.id"
+                };
+                ctx.error(
+                    "spec.dedup.field",
+                    Reason::InvalidSpec,
+                    format!("is required for this strategy: give {what}"),
+                );
                 None
             }
             (_, false) => None,
         };
-        DedupConfig { strategy: d.strategy, field, window_seconds: d.window_seconds.unwrap_or(DEFAULT_DEDUP_WINDOW_SECONDS) }
+        DedupConfig {
+            strategy: d.strategy,
+            field,
+            window_seconds: d.window_seconds.unwrap_or(DEFAULT_DEDUP_WINDOW_SECONDS),
+        }
     });
 
     let ip_filter = spec.ip_filter.as_ref().map(|f| IpFilterConfig {
@@ -449,23 +526,43 @@ fn compile_source(source: &Source, ctx: &mut Ctx<'_>) -> Option<SourceConfig> {
 
     let schema = spec.schema.as_ref().map(|s| {
         if let Err(e) = jsonschema::validator_for(&s.json_schema) {
-            ctx.error("spec.schema.jsonSchema", Reason::InvalidSchema, format!("is not a valid JSON Schema: {e}"));
+            ctx.error(
+                "spec.schema.jsonSchema",
+                Reason::InvalidSchema,
+                format!("is not a valid JSON Schema: {e}"),
+            );
         }
-        SchemaConfig { action: s.action, json_schema: s.json_schema.clone() }
+        SchemaConfig {
+            action: s.action,
+            json_schema: s.json_schema.clone(),
+        }
     });
 
     if spec.max_body_bytes == Some(0) {
-        ctx.error("spec.maxBodyBytes", Reason::InvalidSpec, "must be at least 1".to_owned());
+        ctx.error(
+            "spec.maxBodyBytes",
+            Reason::InvalidSpec,
+            "must be at least 1".to_owned(),
+        );
     }
 
-    Some(SourceConfig { key: ctx.key.clone(), verification, dedup, ip_filter, schema, max_body_bytes: spec.max_body_bytes })
+    Some(SourceConfig {
+        key: ctx.key.clone(),
+        verification,
+        dedup,
+        ip_filter,
+        schema,
+        max_body_bytes: spec.max_body_bytes,
+    })
 }
 
 /// Decodes a Standard Webhooks secret: `whsec_` followed by base64 (the prefix is optional).
 fn standard_webhooks_key(raw: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(raw).ok()?.trim();
     let encoded = text.strip_prefix("whsec_").unwrap_or(text);
-    let key = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
     (!key.is_empty()).then_some(key)
 }
 
@@ -473,7 +570,9 @@ fn parse_networks(ctx: &mut Ctx<'_>, field: &str, entries: &[String]) -> Vec<IpN
     let mut out = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let text = entry.trim();
-        let parsed = text.parse::<IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+        let parsed = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
         match parsed {
             Ok(net) => out.push(net.trunc()),
             Err(_) => ctx.error(
@@ -491,7 +590,11 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
     let http = match spec.type_ {
         DestinationType::Http => match &spec.http {
             None => {
-                ctx.error("spec.http", Reason::InvalidSpec, "is required for type http: set spec.http.url".to_owned());
+                ctx.error(
+                    "spec.http",
+                    Reason::InvalidSpec,
+                    "is required for type http: set spec.http.url".to_owned(),
+                );
                 None
             }
             Some(h) => {
@@ -500,21 +603,41 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
                     Ok(u) => ctx.error(
                         "spec.http.url",
                         Reason::InvalidSpec,
-                        format!("{:?} must be an http or https URL with a host (scheme is {:?})", h.url, u.scheme()),
+                        format!(
+                            "{:?} must be an http or https URL with a host (scheme is {:?})",
+                            h.url,
+                            u.scheme()
+                        ),
                     ),
-                    Err(e) => ctx.error("spec.http.url", Reason::InvalidSpec, format!("{:?} is not a valid URL: {e}", h.url)),
+                    Err(e) => ctx.error(
+                        "spec.http.url",
+                        Reason::InvalidSpec,
+                        format!("{:?} is not a valid URL: {e}", h.url),
+                    ),
                 }
                 let method = h.method.as_deref().unwrap_or("POST").to_ascii_uppercase();
                 if http::Method::from_bytes(method.as_bytes()).is_err() {
-                    ctx.error("spec.http.method", Reason::InvalidSpec, format!("{method:?} is not an HTTP method"));
+                    ctx.error(
+                        "spec.http.method",
+                        Reason::InvalidSpec,
+                        format!("{method:?} is not an HTTP method"),
+                    );
                 }
                 let mut headers = Vec::new();
                 for (name, value) in &h.headers {
                     let field = format!("spec.http.headers.{name}");
                     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        ctx.error(&field, Reason::InvalidSpec, format!("{name:?} is not a valid header name"));
+                        ctx.error(
+                            &field,
+                            Reason::InvalidSpec,
+                            format!("{name:?} is not a valid header name"),
+                        );
                     } else if http::HeaderValue::from_str(value).is_err() {
-                        ctx.error(&field, Reason::InvalidSpec, "value has characters a header cannot carry".to_owned());
+                        ctx.error(
+                            &field,
+                            Reason::InvalidSpec,
+                            "value has characters a header cannot carry".to_owned(),
+                        );
                     }
                     headers.push((name.clone(), value.clone()));
                 }
@@ -522,11 +645,20 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
                 for (i, from) in h.headers_from.iter().enumerate() {
                     let field = format!("spec.http.headersFrom[{i}]");
                     if http::HeaderName::from_bytes(from.name.as_bytes()).is_err() {
-                        ctx.error(&format!("{field}.name"), Reason::InvalidSpec, format!("{:?} is not a valid header name", from.name));
+                        ctx.error(
+                            &format!("{field}.name"),
+                            Reason::InvalidSpec,
+                            format!("{:?} is not a valid header name", from.name),
+                        );
                     }
-                    if let Some(value) = ctx.secret(&format!("{field}.secretRef"), &from.secret_ref) {
+                    if let Some(value) = ctx.secret(&format!("{field}.secretRef"), &from.secret_ref)
+                    {
                         if http::HeaderValue::from_bytes(&value).is_err() {
-                            ctx.error(&format!("{field}.secretRef"), Reason::InvalidSpec, "secret value has characters a header cannot carry".to_owned());
+                            ctx.error(
+                                &format!("{field}.secretRef"),
+                                Reason::InvalidSpec,
+                                "secret value has characters a header cannot carry".to_owned(),
+                            );
                         }
                         secret_headers.push((from.name.clone(), SecretValue(value)));
                     }
@@ -536,7 +668,9 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
                     method,
                     headers,
                     secret_headers,
-                    timeout_ms: u64::from(h.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS).max(1)) * 1000,
+                    timeout_ms: u64::from(
+                        h.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS).max(1),
+                    ) * 1000,
                 })
             }
         },
@@ -544,7 +678,10 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
             ctx.error(
                 "spec.type",
                 Reason::Unsupported,
-                format!("destination type {:?} is not supported by this gateway yet; use http", other.as_str()),
+                format!(
+                    "destination type {:?} is not supported by this gateway yet; use http",
+                    other.as_str()
+                ),
             );
             None
         }
@@ -555,18 +692,28 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
         Some(SigningConfig {
             secret: SecretValue(secret),
             algorithm: s.algorithm.unwrap_or(SigningAlgorithm::Sha256),
-            header: s.header.clone().unwrap_or_else(|| DEFAULT_SIGNING_HEADER.to_owned()),
+            header: s
+                .header
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SIGNING_HEADER.to_owned()),
         })
     });
 
     let retry_spec = spec.retry.clone().unwrap_or_default();
     let interval_texts: Vec<String> = match retry_spec.intervals {
         Some(list) if list.is_empty() => {
-            ctx.error("spec.retry.intervals", Reason::InvalidSpec, "must list at least one interval, like [30s, 5m]".to_owned());
+            ctx.error(
+                "spec.retry.intervals",
+                Reason::InvalidSpec,
+                "must list at least one interval, like [30s, 5m]".to_owned(),
+            );
             Vec::new()
         }
         Some(list) => list,
-        None => DEFAULT_RETRY_INTERVALS.iter().map(|s| (*s).to_owned()).collect(),
+        None => DEFAULT_RETRY_INTERVALS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
     };
     let mut intervals_ms = Vec::new();
     for (i, text) in interval_texts.iter().enumerate() {
@@ -581,11 +728,20 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
     };
 
     let breaker = spec.circuit_breaker.clone().unwrap_or_default();
-    let failure_threshold = breaker.failure_threshold.unwrap_or(DEFAULT_FAILURE_THRESHOLD);
+    let failure_threshold = breaker
+        .failure_threshold
+        .unwrap_or(DEFAULT_FAILURE_THRESHOLD);
     if failure_threshold == 0 {
-        ctx.error("spec.circuitBreaker.failureThreshold", Reason::InvalidSpec, "must be at least 1".to_owned());
+        ctx.error(
+            "spec.circuitBreaker.failureThreshold",
+            Reason::InvalidSpec,
+            "must be at least 1".to_owned(),
+        );
     }
-    let cooldown_ms = ctx.duration_ms("spec.circuitBreaker.cooldown", breaker.cooldown.as_deref().unwrap_or(DEFAULT_COOLDOWN));
+    let cooldown_ms = ctx.duration_ms(
+        "spec.circuitBreaker.cooldown",
+        breaker.cooldown.as_deref().unwrap_or(DEFAULT_COOLDOWN),
+    );
 
     Some(DestinationConfig {
         key: ctx.key.clone(),
@@ -593,11 +749,18 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
         http,
         signing,
         retry,
-        circuit: CircuitConfig { failure_threshold, cooldown_ms: cooldown_ms.unwrap_or(60_000) },
+        circuit: CircuitConfig {
+            failure_threshold,
+            cooldown_ms: cooldown_ms.unwrap_or(60_000),
+        },
     })
 }
 
-fn compile_connection(connection: &Connection, refs: &References<'_>, ctx: &mut Ctx<'_>) -> Option<ConnectionConfig> {
+fn compile_connection(
+    connection: &Connection,
+    refs: &References<'_>,
+    ctx: &mut Ctx<'_>,
+) -> Option<ConnectionConfig> {
     let spec = &connection.spec;
     refs.check_source(ctx, "spec.source", &spec.source);
     refs.check_destination(ctx, "spec.destination", &spec.destination);
@@ -621,14 +784,21 @@ fn compile_topic(topic: &Topic, refs: &References<'_>, ctx: &mut Ctx<'_>) -> Top
         let base = format!("spec.subscriptions[{i}]");
         refs.check_destination(ctx, &format!("{base}.destination"), &sub.destination);
         check_filters(ctx, &format!("{base}.filters"), &sub.filters);
-        check_transform(ctx, &format!("{base}.transform.jsonata"), sub.transform.as_ref());
+        check_transform(
+            ctx,
+            &format!("{base}.transform.jsonata"),
+            sub.transform.as_ref(),
+        );
         subscriptions.push(SubscriptionConfig {
             destination: sub.destination.clone(),
             filters: sub.filters.clone(),
             transform: sub.transform.as_ref().map(|t| t.jsonata.clone()),
         });
     }
-    TopicConfig { key: ctx.key.clone(), subscriptions }
+    TopicConfig {
+        key: ctx.key.clone(),
+        subscriptions,
+    }
 }
 
 fn check_alert_rule(rule: &AlertRule, refs: &References<'_>, ctx: &mut Ctx<'_>) {
@@ -647,11 +817,19 @@ fn check_alert_rule(rule: &AlertRule, refs: &References<'_>, ctx: &mut Ctx<'_>) 
     }
     for (i, channel) in spec.channels.iter().enumerate() {
         let Some(webhook) = &channel.webhook else {
-            ctx.error(&format!("spec.channels[{i}]"), Reason::InvalidSpec, "must set webhook".to_owned());
+            ctx.error(
+                &format!("spec.channels[{i}]"),
+                Reason::InvalidSpec,
+                "must set webhook".to_owned(),
+            );
             continue;
         };
         if url::Url::parse(&webhook.url).is_err() {
-            ctx.error(&format!("spec.channels[{i}].webhook.url"), Reason::InvalidSpec, format!("{:?} is not a valid URL", webhook.url));
+            ctx.error(
+                &format!("spec.channels[{i}].webhook.url"),
+                Reason::InvalidSpec,
+                format!("{:?} is not a valid URL", webhook.url),
+            );
         }
         if let Some(reference) = &webhook.secret_ref {
             ctx.secret(&format!("spec.channels[{i}].webhook.secretRef"), reference);
@@ -667,8 +845,11 @@ fn check_filters(ctx: &mut Ctx<'_>, base: &str, filters: &[Filter]) {
     for (i, filter) in filters.iter().enumerate() {
         let at = format!("{base}[{i}]");
         let root = filter.field.split('.').next().unwrap_or_default();
-        let rooted = FILTER_ROOTS.contains(&root) && (filter.field.len() > root.len() + 1 || root == "body" || root == "payload");
-        if !(rooted || FILTER_FIELDS.contains(&filter.field.as_str())) || filter.field.split('.').any(str::is_empty) {
+        let rooted = FILTER_ROOTS.contains(&root)
+            && (filter.field.len() > root.len() + 1 || root == "body" || root == "payload");
+        if !(rooted || FILTER_FIELDS.contains(&filter.field.as_str()))
+            || filter.field.split('.').any(str::is_empty)
+        {
             ctx.error(
                 &format!("{at}.field"),
                 Reason::InvalidFilter,
@@ -680,17 +861,31 @@ fn check_filters(ctx: &mut Ctx<'_>, base: &str, filters: &[Filter]) {
         }
         let value = filter.value.as_ref();
         let problem = match filter.op {
-            FilterOp::Eq | FilterOp::Neq if value.is_none() => Some("needs a value to compare with"),
-            FilterOp::Contains if !matches!(value, Some(serde_json::Value::String(_))) => Some("needs a string value"),
-            FilterOp::Gt | FilterOp::Gte | FilterOp::Lt | FilterOp::Lte if !matches!(value, Some(serde_json::Value::Number(_))) => {
+            FilterOp::Eq | FilterOp::Neq if value.is_none() => {
+                Some("needs a value to compare with")
+            }
+            FilterOp::Contains if !matches!(value, Some(serde_json::Value::String(_))) => {
+                Some("needs a string value")
+            }
+            FilterOp::Gt | FilterOp::Gte | FilterOp::Lt | FilterOp::Lte
+                if !matches!(value, Some(serde_json::Value::Number(_))) =>
+            {
                 Some("needs a number value")
             }
-            FilterOp::Exists if !matches!(value, None | Some(serde_json::Value::Bool(_))) => Some("takes true or false"),
-            FilterOp::In if !matches!(value, Some(serde_json::Value::Array(_))) => Some("needs a list of values"),
+            FilterOp::Exists if !matches!(value, None | Some(serde_json::Value::Bool(_))) => {
+                Some("takes true or false")
+            }
+            FilterOp::In if !matches!(value, Some(serde_json::Value::Array(_))) => {
+                Some("needs a list of values")
+            }
             _ => None,
         };
         if let Some(problem) = problem {
-            ctx.error(&format!("{at}.value"), Reason::InvalidFilter, format!("operator {} {problem}", filter.op.as_str()));
+            ctx.error(
+                &format!("{at}.value"),
+                Reason::InvalidFilter,
+                format!("operator {} {problem}", filter.op.as_str()),
+            );
         }
     }
 }
@@ -698,7 +893,11 @@ fn check_filters(ctx: &mut Ctx<'_>, base: &str, filters: &[Filter]) {
 fn check_transform(ctx: &mut Ctx<'_>, field: &str, transform: Option<&Transform>) {
     if let Some(t) = transform {
         if let Err(e) = hookstream_transform::Expression::compile(&t.jsonata) {
-            ctx.error(field, Reason::InvalidTransform, format!("JSONata does not compile: {e}"));
+            ctx.error(
+                field,
+                Reason::InvalidTransform,
+                format!("JSONata does not compile: {e}"),
+            );
         }
     }
 }

@@ -42,7 +42,10 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// A key from its parts.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -211,7 +214,8 @@ impl RetryConfig {
             Backoff::Fixed => first,
             Backoff::Linear => first.saturating_mul(u64::from(retry.max(1))),
             Backoff::Exponential => {
-                let index = (retry.max(1) as usize - 1).min(self.intervals_ms.len().saturating_sub(1));
+                let index =
+                    (retry.max(1) as usize - 1).min(self.intervals_ms.len().saturating_sub(1));
                 self.intervals_ms.get(index).copied().unwrap_or(first)
             }
         }
@@ -267,13 +271,20 @@ mod tests {
     use super::*;
 
     fn policy(backoff: Backoff, intervals: &[u64]) -> RetryConfig {
-        RetryConfig { max_retries: 5, backoff, intervals_ms: intervals.to_vec() }
+        RetryConfig {
+            max_retries: 5,
+            backoff,
+            intervals_ms: intervals.to_vec(),
+        }
     }
 
     #[test]
     fn exponential_takes_the_next_interval_and_repeats_the_last() {
         let p = policy(Backoff::Exponential, &[30, 300, 1800]);
-        assert_eq!([1, 2, 3, 4, 5].map(|k| p.delay_ms(k)), [30, 300, 1800, 1800, 1800]);
+        assert_eq!(
+            [1, 2, 3, 4, 5].map(|k| p.delay_ms(k)),
+            [30, 300, 1800, 1800, 1800]
+        );
     }
 
     #[test]

@@ -12,7 +12,13 @@ pub const REGENERATE: &str = "cargo run -p hookstream-crds --bin crdgen";
 
 /// `(file name, YAML)` for each kind, named `<group>_<plural>.yaml`.
 pub fn crds() -> Result<Vec<(String, String)>, serde_yaml::Error> {
-    let all = [Source::crd(), Destination::crd(), Connection::crd(), Topic::crd(), AlertRule::crd()];
+    let all = [
+        Source::crd(),
+        Destination::crd(),
+        Connection::crd(),
+        Topic::crd(),
+        AlertRule::crd(),
+    ];
     all.into_iter()
         .map(|crd| {
             let file = format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural);
@@ -34,7 +40,9 @@ pub fn chart_template(yaml: &str) -> String {
 
 /// The `kustomization.yaml` listing the CRD files, so `config/crd` can include the folder.
 pub fn kustomization(files: &[String]) -> String {
-    let mut out = String::from("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n");
+    let mut out = String::from(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
+    );
     for file in files {
         out.push_str("  - ");
         out.push_str(file);

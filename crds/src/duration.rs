@@ -16,8 +16,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "duration {trimmed:?} has no unit (write it like {trimmed}s or {trimmed}m)"
         ));
     }
-    humantime::parse_duration(trimmed)
-        .map_err(|e| format!("duration {trimmed:?} is not valid: {e} (write it like 30s, 5m or 2h)"))
+    humantime::parse_duration(trimmed).map_err(|e| {
+        format!("duration {trimmed:?} is not valid: {e} (write it like 30s, 5m or 2h)")
+    })
 }
 
 #[cfg(test)]

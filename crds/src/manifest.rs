@@ -24,18 +24,39 @@ pub fn parse_into(objects: &mut Objects, origin: &str, text: &str) -> Vec<Config
             Ok(serde_yaml::Value::Null) => continue,
             Ok(v) => v,
             Err(e) => {
-                errors.push(document_error(&at, "", "", format!("is not valid YAML: {e}")));
-                continue;
+                errors.push(document_error(
+                    &at,
+                    "",
+                    None,
+                    "",
+                    format!("is not valid YAML: {e}"),
+                ));
+                // The parser cannot resynchronise after a syntax error: it would report the
+                // same error for every following document, without end.
+                break;
             }
         };
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
-        let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_owned();
         let name = value
             .get("metadata")
             .and_then(|m| m.get("name"))
             .and_then(|n| n.as_str())
             .unwrap_or("<unnamed>")
             .to_owned();
+        let namespace = value
+            .get("metadata")
+            .and_then(|m| m.get("namespace"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
         let result = match (api_version.as_str(), kind.as_str()) {
             (API_VERSION, "Source") => decode(value).map(|o: Source| {
                 objects.sources.push(remember(&mut objects.origins, "Source", origin, o))
@@ -63,7 +84,13 @@ pub fn parse_into(objects: &mut Objects, origin: &str, text: &str) -> Vec<Config
             (other_version, other_kind) => Err(format!("{other_version} {other_kind} is not a kind hookstream reads")),
         };
         if let Err(message) = result {
-            errors.push(document_error(&at, &kind, &name, message));
+            errors.push(document_error(
+                &at,
+                &kind,
+                namespace.as_deref(),
+                &name,
+                message,
+            ));
         }
     }
     errors
@@ -94,7 +121,11 @@ fn decode<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T,
             Err(e) => {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
-                Err(if path == "." { inner.to_string() } else { format!("{path}: {inner}") })
+                Err(if path == "." {
+                    inner.to_string()
+                } else {
+                    format!("{path}: {inner}")
+                })
             }
         },
     }
@@ -107,15 +138,35 @@ fn remember<K: kube::ResourceExt>(
     origin: &str,
     mut object: K,
 ) -> K {
-    let namespace = object.meta_mut().namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned()).clone();
-    origins.insert((kind.to_owned(), ObjectKey::new(namespace, object.name_any())), origin.to_owned());
+    let namespace = object
+        .meta_mut()
+        .namespace
+        .get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned())
+        .clone();
+    origins.insert(
+        (
+            kind.to_owned(),
+            ObjectKey::new(namespace, object.name_any()),
+        ),
+        origin.to_owned(),
+    );
     object
 }
 
-fn document_error(origin: &str, kind: &str, name: &str, message: String) -> ConfigError {
+fn document_error(
+    origin: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    message: String,
+) -> ConfigError {
     ConfigError {
-        kind: if kind.is_empty() { "document".to_owned() } else { kind.to_owned() },
-        object: ObjectKey::new(DEFAULT_NAMESPACE, name),
+        kind: if kind.is_empty() {
+            "document".to_owned()
+        } else {
+            kind.to_owned()
+        },
+        object: ObjectKey::new(namespace.unwrap_or(DEFAULT_NAMESPACE), name),
         field: "(parse)".to_owned(),
         reason: Reason::InvalidSpec,
         message,

@@ -39,10 +39,16 @@ fn a_valid_set_compiles_with_defaults_applied() {
     assert!(out.errors.is_empty(), "{:#?}", out.errors);
     let d = &out.config.destinations[0];
     assert_eq!(d.retry.max_retries, 5);
-    assert_eq!(d.retry.intervals_ms, vec![30_000, 300_000, 1_800_000, 7_200_000, 86_400_000]);
+    assert_eq!(
+        d.retry.intervals_ms,
+        vec![30_000, 300_000, 1_800_000, 7_200_000, 86_400_000]
+    );
     assert_eq!(d.circuit.failure_threshold, 5);
     assert_eq!(d.circuit.cooldown_ms, 60_000);
-    assert_eq!(out.config.sources[0].verification.as_ref().unwrap().secrets[0].expose(), b"abc");
+    assert_eq!(
+        out.config.sources[0].verification.as_ref().unwrap().secrets[0].expose(),
+        b"abc"
+    );
 }
 
 #[test]
@@ -95,20 +101,56 @@ spec:
             .find(|e| e.kind == kind && e.object == ObjectKey::new("a", name) && e.field == field)
             .unwrap_or_else(|| panic!("no error for {kind} a/{name} {field}: {:#?}", out.errors))
     };
-    assert_eq!(find("Connection", "missing-dest", "spec.destination").reason, Reason::DestinationNotFound);
+    assert_eq!(
+        find("Connection", "missing-dest", "spec.destination").reason,
+        Reason::DestinationNotFound
+    );
     let t = find("Connection", "bad-transform", "spec.transform.jsonata");
     assert_eq!(t.reason, Reason::InvalidTransform);
-    assert!(t.to_string().contains("test.yaml: Connection a/bad-transform: spec.transform.jsonata:"), "{t}");
-    assert_eq!(find("Connection", "bad-filter", "spec.filters[0].field").reason, Reason::InvalidFilter);
-    assert_eq!(find("Connection", "bad-filter", "spec.filters[1].value").reason, Reason::InvalidFilter);
-    assert!(find("Destination", "bad-dst", "spec.http.url").message.contains("http or https"));
-    assert!(find("Destination", "bad-dst", "spec.retry.intervals[0]").message.contains("no unit"));
-    assert_eq!(find("Source", "bad-src", "spec.verification.secretRef").reason, Reason::SecretNotFound);
-    assert!(find("Source", "bad-src", "spec.ipFilter.allow[0]").message.contains("10.0.0.0/33"));
+    assert!(
+        t.to_string()
+            .contains("test.yaml: Connection a/bad-transform: spec.transform.jsonata:"),
+        "{t}"
+    );
+    assert_eq!(
+        find("Connection", "bad-filter", "spec.filters[0].field").reason,
+        Reason::InvalidFilter
+    );
+    assert_eq!(
+        find("Connection", "bad-filter", "spec.filters[1].value").reason,
+        Reason::InvalidFilter
+    );
+    assert!(find("Destination", "bad-dst", "spec.http.url")
+        .message
+        .contains("http or https"));
+    assert!(find("Destination", "bad-dst", "spec.retry.intervals[0]")
+        .message
+        .contains("no unit"));
+    assert_eq!(
+        find("Source", "bad-src", "spec.verification.secretRef").reason,
+        Reason::SecretNotFound
+    );
+    assert!(find("Source", "bad-src", "spec.ipFilter.allow[0]")
+        .message
+        .contains("10.0.0.0/33"));
     find("Source", "bad-src", "spec.dedup.field");
     // Valid objects stay routed; broken ones are left out.
-    assert_eq!(out.config.sources.iter().map(|s| s.key.name.as_str()).collect::<Vec<_>>(), ["src"]);
-    assert_eq!(out.config.destinations.iter().map(|d| d.key.name.as_str()).collect::<Vec<_>>(), ["dst"]);
+    assert_eq!(
+        out.config
+            .sources
+            .iter()
+            .map(|s| s.key.name.as_str())
+            .collect::<Vec<_>>(),
+        ["src"]
+    );
+    assert_eq!(
+        out.config
+            .destinations
+            .iter()
+            .map(|d| d.key.name.as_str())
+            .collect::<Vec<_>>(),
+        ["dst"]
+    );
     assert!(out.config.connections.is_empty());
 }
 
@@ -163,8 +205,17 @@ fn parse_errors_name_the_file_document_and_field() {
     );
     assert_eq!(errors.len(), 2, "{errors:#?}");
     let first = errors[0].to_string();
-    assert!(first.contains("conn.yaml (document 1)") && first.contains("spec.filters[0].op") && first.contains("like"), "{first}");
-    assert!(errors[1].to_string().contains("unknown kind \"Sourc\""), "{}", errors[1]);
+    assert!(
+        first.contains("conn.yaml (document 1)")
+            && first.contains("spec.filters[0].op")
+            && first.contains("like"),
+        "{first}"
+    );
+    assert!(
+        errors[1].to_string().contains("unknown kind \"Sourc\""),
+        "{}",
+        errors[1]
+    );
 }
 
 #[test]
@@ -176,6 +227,12 @@ fn unknown_fields_are_errors_with_their_path() {
         "apiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {name: d}\nspec: {type: http, http: {url: 'http://x', timeout: 5}}\n",
     );
     assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert!(errors[0].to_string().contains("spec.http.timeout: unknown field"), "{}", errors[0]);
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("spec.http.timeout: unknown field"),
+        "{}",
+        errors[0]
+    );
     assert!(objects.destinations.is_empty());
 }

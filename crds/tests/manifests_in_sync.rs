@@ -29,14 +29,30 @@ fn committed_crds_match_the_types() {
     if std::fs::read_to_string(&kustomize).ok() != Some(kustomization(&names)) {
         stale.push(kustomize.display().to_string());
     }
-    assert!(stale.is_empty(), "stale generated files (run `{REGENERATE}`):\n{}", stale.join("\n"));
+    assert!(
+        stale.is_empty(),
+        "stale generated files (run `{REGENERATE}`):\n{}",
+        stale.join("\n")
+    );
 }
 
 #[test]
 fn crds_carry_names_users_type() {
     let all = crds().unwrap();
-    let source = &all.iter().find(|(f, _)| f.ends_with("sources.yaml")).unwrap().1;
-    for expected in ["shortNames:", "- hsrc", "categories:", "- hookstream", "subresources:", "status: {}", "x-kubernetes-list-type: map"] {
+    let source = &all
+        .iter()
+        .find(|(f, _)| f.ends_with("sources.yaml"))
+        .unwrap()
+        .1;
+    for expected in [
+        "shortNames:",
+        "- hsrc",
+        "categories:",
+        "- hookstream",
+        "subresources:",
+        "status: {}",
+        "x-kubernetes-list-type: map",
+    ] {
         assert!(source.contains(expected), "Source CRD lacks {expected:?}");
     }
     // Field docs become `kubectl explain` text.

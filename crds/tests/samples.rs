@@ -14,7 +14,11 @@ fn samples_compile_cleanly() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             files += 1;
-            let errors = parse_into(&mut objects, &path.display().to_string(), &std::fs::read_to_string(&path).unwrap());
+            let errors = parse_into(
+                &mut objects,
+                &path.display().to_string(),
+                &std::fs::read_to_string(&path).unwrap(),
+            );
             assert!(errors.is_empty(), "{errors:#?}");
         }
     }
@@ -23,7 +27,19 @@ fn samples_compile_cleanly() {
     assert!(compiled.errors.is_empty(), "{:#?}", compiled.errors);
     assert!(!compiled.config.sources.is_empty());
     assert_eq!(compiled.config.destinations.len(), 2);
-    assert!(compiled.config.connections.iter().any(|c| !c.filters.is_empty()));
-    assert!(compiled.config.connections.iter().any(|c| c.transform.is_some()));
-    assert!(compiled.config.sources.iter().any(|s| s.verification.is_some()));
+    assert!(compiled
+        .config
+        .connections
+        .iter()
+        .any(|c| !c.filters.is_empty()));
+    assert!(compiled
+        .config
+        .connections
+        .iter()
+        .any(|c| c.transform.is_some()));
+    assert!(compiled
+        .config
+        .sources
+        .iter()
+        .any(|s| s.verification.is_some()));
 }

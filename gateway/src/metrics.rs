@@ -33,43 +33,70 @@ impl Metrics {
         let registry = Registry::new();
         let m = Metrics {
             ingest_requests: IntCounterVec::new(
-                Opts::new("hookstream_gateway_ingest_requests_total", "Ingest requests by source and outcome."),
+                Opts::new(
+                    "hookstream_gateway_ingest_requests_total",
+                    "Ingest requests by source and outcome.",
+                ),
                 &["source", "outcome"],
             )
             .expect("static metric definition is valid"),
             delivery_attempts: IntCounterVec::new(
-                Opts::new("hookstream_gateway_delivery_attempts_total", "Delivery attempts by destination and result."),
+                Opts::new(
+                    "hookstream_gateway_delivery_attempts_total",
+                    "Delivery attempts by destination and result.",
+                ),
                 &["destination", "result"],
             )
             .expect("static metric definition is valid"),
             delivery_duration: HistogramVec::new(
-                HistogramOpts::new("hookstream_gateway_delivery_duration_seconds", "Delivery attempt latency.")
-                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                HistogramOpts::new(
+                    "hookstream_gateway_delivery_duration_seconds",
+                    "Delivery attempt latency.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ]),
                 &["destination"],
             )
             .expect("static metric definition is valid"),
             dead_lettered: IntCounterVec::new(
-                Opts::new("hookstream_gateway_dead_lettered_total", "Deliveries dead-lettered after their last retry."),
+                Opts::new(
+                    "hookstream_gateway_dead_lettered_total",
+                    "Deliveries dead-lettered after their last retry.",
+                ),
                 &["destination"],
             )
             .expect("static metric definition is valid"),
             circuit_state: IntGaugeVec::new(
-                Opts::new("hookstream_gateway_circuit_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open."),
+                Opts::new(
+                    "hookstream_gateway_circuit_state",
+                    "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+                ),
                 &["destination"],
             )
             .expect("static metric definition is valid"),
             queue_depth: IntGaugeVec::new(
-                Opts::new("hookstream_gateway_queue_depth", "Deliveries waiting or in flight."),
+                Opts::new(
+                    "hookstream_gateway_queue_depth",
+                    "Deliveries waiting or in flight.",
+                ),
                 &["destination"],
             )
             .expect("static metric definition is valid"),
             config_reloads: IntCounterVec::new(
-                Opts::new("hookstream_gateway_config_reloads_total", "Config reloads by result."),
+                Opts::new(
+                    "hookstream_gateway_config_reloads_total",
+                    "Config reloads by result.",
+                ),
                 &["result"],
             )
             .expect("static metric definition is valid"),
             transform_failures: IntCounterVec::new(
-                Opts::new("hookstream_gateway_transform_failures_total", "Transforms that failed, by destination and category."),
+                Opts::new(
+                    "hookstream_gateway_transform_failures_total",
+                    "Transforms that failed, by destination and category.",
+                ),
                 &["destination", "category"],
             )
             .expect("static metric definition is valid"),
@@ -85,7 +112,9 @@ impl Metrics {
             Box::new(m.config_reloads.clone()),
             Box::new(m.transform_failures.clone()),
         ] {
-            m.registry.register(c).expect("each metric is registered once");
+            m.registry
+                .register(c)
+                .expect("each metric is registered once");
         }
         m
     }

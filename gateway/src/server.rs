@@ -40,15 +40,28 @@ pub struct AppState {
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// The router: ingest (public), health and metrics (public), the API (keyed).
 pub fn router(app: AppState, keys: ApiKeys) -> Router {
-    let api = crate::api::routes().layer(axum::middleware::from_fn_with_state(keys, crate::api::auth::require_key));
+    let api = crate::api::routes().layer(axum::middleware::from_fn_with_state(
+        keys,
+        crate::api::auth::require_key,
+    ));
     Router::new()
-        .route("/v1/ingest/{namespace}/{source}", any(crate::ingest::ingest))
+        .route(
+            "/v1/ingest/{namespace}/{source}",
+            any(crate::ingest::ingest),
+        )
         // Ingest enforces its own (per-source) body limit while reading.
         .layer(DefaultBodyLimit::disable())
         .merge(api)
@@ -70,7 +83,10 @@ async fn ready(State(app): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         app.metrics.render(),
     )
 }
@@ -88,8 +104,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let initial = match initial {
         Ok(c) => c,
         Err(errors) => {
-            let list = errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n");
-            anyhow::bail!("the manifests in {} are invalid ({} errors):\n{list}", settings.manifests.display(), errors.len());
+            let list = errors
+                .iter()
+                .map(|e| format!("  - {e}"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let count = match errors.len() {
+                1 => "1 error".to_owned(),
+                n => format!("{n} errors"),
+            };
+            anyhow::bail!(
+                "the manifests in {} are invalid ({count}):\n{list}",
+                settings.manifests.display()
+            );
         }
     };
     info!(
@@ -98,25 +125,51 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         routes = initial.routes.len(),
         "config loaded"
     );
-    let store = store::open(&settings.database).await.with_context(|| format!("cannot open database {}", settings.database))?;
+    let store = store::open(&settings.database)
+        .await
+        .with_context(|| format!("cannot open database {}", settings.database))?;
     let metrics = Metrics::new();
     let (config_tx, config_rx) = watch::channel(Arc::new(initial));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (dispatcher, delivery_task) =
-        delivery::start(store.clone(), config_rx.clone(), metrics.clone(), settings.max_in_flight, shutdown_rx.clone()).await?;
+    let (dispatcher, delivery_task) = delivery::start(
+        store.clone(),
+        config_rx.clone(),
+        metrics.clone(),
+        settings.max_in_flight,
+        shutdown_rx.clone(),
+    )
+    .await?;
 
-    tokio::spawn(manifests::watch(settings.manifests.clone(), config_tx, metrics.clone()));
-    tokio::spawn(housekeeping(store.clone(), metrics.clone(), settings.retention, shutdown_rx.clone()));
+    tokio::spawn(manifests::watch(
+        settings.manifests.clone(),
+        config_tx,
+        metrics.clone(),
+    ));
+    tokio::spawn(housekeeping(
+        store.clone(),
+        metrics.clone(),
+        settings.retention,
+        shutdown_rx.clone(),
+    ));
 
     let settings = Arc::new(settings);
-    let app = AppState { config: config_rx, store: store.clone(), dispatcher, metrics, settings: settings.clone() };
+    let app = AppState {
+        config: config_rx,
+        store: store.clone(),
+        dispatcher,
+        metrics,
+        settings: settings.clone(),
+    };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     info!(listen = %listener.local_addr()?, database = %settings.database, "hookstream gateway started");
-    axum::serve(listener, router(app, keys).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        router(app, keys).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     info!("stopped accepting requests; finishing deliveries in flight");
     let _ = shutdown_tx.send(true);
     let _ = delivery_task.await;
@@ -148,7 +201,12 @@ async fn shutdown_signal() {
 }
 
 /// Retention and gauges: deletes expired events in batches, refreshes queue depths.
-async fn housekeeping(store: Store, metrics: Metrics, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn housekeeping(
+    store: Store,
+    metrics: Metrics,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_prune = tokio::time::Instant::now() - Duration::from_secs(3600);
     loop {
@@ -159,7 +217,10 @@ async fn housekeeping(store: Store, metrics: Metrics, retention: Duration, mut s
         if let Ok(depths) = store::read::queue_depths(&store.read).await {
             metrics.queue_depth.reset();
             for (ns, dest, n) in depths {
-                metrics.queue_depth.with_label_values(&[&format!("{ns}/{dest}")]).set(n);
+                metrics
+                    .queue_depth
+                    .with_label_values(&[&format!("{ns}/{dest}")])
+                    .set(n);
             }
         }
         if last_prune.elapsed() >= Duration::from_secs(600) {
@@ -167,7 +228,7 @@ async fn housekeeping(store: Store, metrics: Metrics, retention: Duration, mut s
             let before = store::now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
             loop {
                 match store.writer.prune(before, 1000).await {
-                    Ok(n) if n == 1000 => continue,
+                    Ok(1000) => continue,
                     Ok(n) => {
                         if n > 0 {
                             info!(deleted = n, "retention: deleted old events");

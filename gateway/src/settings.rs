@@ -20,7 +20,11 @@ pub struct Settings {
     #[arg(long, env = "HOOKSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     /// Database URL: sqlite://PATH.
-    #[arg(long, env = "HOOKSTREAM_DATABASE_URL", default_value = "sqlite://hookstream.db")]
+    #[arg(
+        long,
+        env = "HOOKSTREAM_DATABASE_URL",
+        default_value = "sqlite://hookstream.db"
+    )]
     pub database: String,
     /// Peers allowed to set the client address with X-Forwarded-For (CIDRs, comma-separated).
     #[arg(long, env = "HOOKSTREAM_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]

@@ -63,28 +63,46 @@ async fn sigkill_with_deliveries_pending_loses_no_acknowledged_event() {
         if missing.is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{} acknowledged events never delivered after restart", missing.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} acknowledged events never delivered after restart",
+            missing.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for id in &acknowledged {
-        gw.wait_event_status(id, "delivered", Duration::from_secs(10)).await;
+        gw.wait_event_status(id, "delivered", Duration::from_secs(10))
+            .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_deliveries_in_flight_then_exits() {
     let receiver = Receiver::start().await;
-    receiver.set_default(Answer { status: 200, headers: Vec::new(), delay: Duration::from_millis(800) });
+    receiver.set_default(Answer {
+        status: 200,
+        headers: Vec::new(),
+        delay: Duration::from_millis(800),
+    });
     let mut gw = Gateway::start(&manifests(&receiver.url)).await;
     let r = gw.ingest("t", "in", r#"{"slow":true}"#, &[]).await;
     assert_eq!(r.status(), 200);
-    let id = r.json::<serde_json::Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned();
+    let id = r.json::<serde_json::Value>().await.unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     receiver.wait_for(1, Duration::from_secs(5)).await;
     let status = gw.terminate();
     assert!(status.success(), "gateway exit status {status}");
     // The attempt that was in flight finished and was recorded before the exit.
     gw.restart().await;
-    let event = gw.wait_event_status(&id, "delivered", Duration::from_secs(1)).await;
+    let event = gw
+        .wait_event_status(&id, "delivered", Duration::from_secs(1))
+        .await;
     assert_eq!(event["delivery_attempts"].as_array().unwrap().len(), 1);
-    assert_eq!(receiver.received().len(), 1, "no second delivery after a clean shutdown");
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "no second delivery after a clean shutdown"
+    );
 }

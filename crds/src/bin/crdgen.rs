@@ -13,10 +13,21 @@ fn main() -> anyhow::Result<()> {
     let mut names = Vec::new();
     for (file, yaml) in &crds {
         std::fs::write(manifests.join(file), yaml)?;
-        std::fs::write(chart.join(file), hookstream_crds::crdgen::chart_template(yaml))?;
+        std::fs::write(
+            chart.join(file),
+            hookstream_crds::crdgen::chart_template(yaml),
+        )?;
         names.push(file.clone());
     }
-    std::fs::write(manifests.join("kustomization.yaml"), hookstream_crds::crdgen::kustomization(&names))?;
-    println!("wrote {} CRDs to {} and {}", crds.len(), manifests.display(), chart.display());
+    std::fs::write(
+        manifests.join("kustomization.yaml"),
+        hookstream_crds::crdgen::kustomization(&names),
+    )?;
+    println!(
+        "wrote {} CRDs to {} and {}",
+        crds.len(),
+        manifests.display(),
+        chart.display()
+    );
     Ok(())
 }

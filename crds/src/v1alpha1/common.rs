@@ -12,7 +12,9 @@ pub const CONDITION_RESOLVED_REFS: &str = "ResolvedRefs";
 pub const CONDITION_READY: &str = "Ready";
 
 /// A key of a Secret in the same namespace as the object that refers to it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 pub struct SecretKeyRef {
     /// Name of the Secret, in the namespace of the referring object.
     pub name: String,
@@ -103,7 +105,10 @@ pub(crate) fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema 
 pub(crate) fn conditions(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     schema.insert("x-kubernetes-list-type".to_owned(), "map".into());
-    schema.insert("x-kubernetes-list-map-keys".to_owned(), serde_json::json!(["type"]));
+    schema.insert(
+        "x-kubernetes-list-map-keys".to_owned(),
+        serde_json::json!(["type"]),
+    );
     schema
 }
 
@@ -121,7 +126,14 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
 }
 
 /// A condition with the given fields, stamped with `now` as its transition time.
-pub fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: Time) -> Condition {
+pub fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
     Condition {
         type_: type_.to_owned(),
         status: if ok { "True" } else { "False" }.to_owned(),

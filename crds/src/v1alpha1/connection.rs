@@ -19,9 +19,21 @@ use super::common::{Filter, Transform};
     shortname = "hconn",
     category = "hookstream",
     printcolumn(name = "Source", type_ = "string", json_path = ".spec.source"),
-    printcolumn(name = "Destination", type_ = "string", json_path = ".spec.destination"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Destination",
+        type_ = "string",
+        json_path = ".spec.destination"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {

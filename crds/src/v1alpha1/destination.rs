@@ -21,10 +21,27 @@ use super::common::SecretKeyRef;
     shortname = "hdst",
     category = "hookstream",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
-    printcolumn(name = "URL", type_ = "string", json_path = ".spec.http.url", priority = "1"),
-    printcolumn(name = "Circuit", type_ = "string", json_path = ".status.circuit.state"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".spec.http.url",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Circuit",
+        type_ = "string",
+        json_path = ".status.circuit.state"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationSpec {

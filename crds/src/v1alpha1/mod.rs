@@ -1,4 +1,7 @@
 //! The `hookstream.io/v1alpha1` kinds.
+// The CustomResource derive expands each `printcolumn(type_ = ...)` into attributes that
+// clippy reads as duplicates.
+#![allow(clippy::duplicated_attributes)]
 
 mod alert_rule;
 mod common;
@@ -7,10 +10,12 @@ mod destination;
 mod source;
 mod topic;
 
-pub use alert_rule::{AlertChannel, AlertRule, AlertRuleSpec, AlertRuleStatus, AlertRuleType, WebhookChannel};
+pub use alert_rule::{
+    AlertChannel, AlertRule, AlertRuleSpec, AlertRuleStatus, AlertRuleType, WebhookChannel,
+};
 pub use common::{
-    condition, set_condition, Filter, FilterOp, SecretKeyRef, Transform, CONDITION_ACCEPTED, CONDITION_READY,
-    CONDITION_RESOLVED_REFS,
+    condition, set_condition, Filter, FilterOp, SecretKeyRef, Transform, CONDITION_ACCEPTED,
+    CONDITION_READY, CONDITION_RESOLVED_REFS,
 };
 pub use connection::{Connection, ConnectionSpec, ConnectionStatus};
 pub use destination::{
@@ -19,7 +24,7 @@ pub use destination::{
     RetryPolicy, Signing, SigningAlgorithm,
 };
 pub use source::{
-    Dedup, DedupStrategy, IpFilter, SchemaAction, SchemaValidation, Source, SourceSpec,
-    SourceStatus, SignatureEncoding, Verification, VerificationType,
+    Dedup, DedupStrategy, IpFilter, SchemaAction, SchemaValidation, SignatureEncoding, Source,
+    SourceSpec, SourceStatus, Verification, VerificationType,
 };
 pub use topic::{Subscription, Topic, TopicSpec, TopicStatus};

@@ -18,11 +18,34 @@ use super::common::SecretKeyRef;
     status = "SourceStatus",
     shortname = "hsrc",
     category = "hookstream",
-    printcolumn(name = "URL", type_ = "string", json_path = ".status.ingestUrl", description = "Ingest URL"),
-    printcolumn(name = "Verification", type_ = "string", json_path = ".spec.verification.type", priority = "1"),
-    printcolumn(name = "Events", type_ = "integer", json_path = ".status.eventsReceived", description = "Events received"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".status.ingestUrl",
+        description = "Ingest URL"
+    ),
+    printcolumn(
+        name = "Verification",
+        type_ = "string",
+        json_path = ".spec.verification.type",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Events",
+        type_ = "integer",
+        json_path = ".status.eventsReceived",
+        description = "Events received"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SourceSpec {

@@ -35,7 +35,12 @@ impl ApiError {
             s if s.is_server_error() => "unavailable",
             _ => "bad_request",
         };
-        ApiError { status, message, outcome, extra: Vec::new() }
+        ApiError {
+            status,
+            message,
+            outcome,
+            extra: Vec::new(),
+        }
     }
 
     /// 400.
@@ -50,7 +55,10 @@ impl ApiError {
 
     /// 500 with a generic message; log the cause before calling.
     pub fn internal() -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the gateway log".to_owned())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the gateway log".to_owned(),
+        )
     }
 
     /// Sets the metric outcome label.
@@ -88,6 +96,9 @@ impl IntoResponse for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, source = ?std::error::Error::source(&e), "database error in API request");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the event store is unavailable; retry later".to_owned())
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the event store is unavailable; retry later".to_owned(),
+        )
     }
 }

@@ -14,19 +14,24 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::delivery::parse_body;
+use crate::ids;
 use crate::ingest::headers_object;
 use crate::pipeline::filter::{matches_all, EventView};
 use crate::server::AppState;
 use crate::store::read::{self, AttemptQuery, EventQuery, StoredAttempt, StoredEvent};
 use crate::store::writer::ManualRetry;
 use crate::store::{state, NewDelivery};
-use crate::ids;
 use error::ApiError;
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 100;
 /// Request headers never shown by the API: they carry credentials.
-const SENSITIVE_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "x-api-key"];
+const SENSITIVE_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+];
 
 /// The API routes (without the key check, which the server adds).
 pub fn routes() -> Router<AppState> {
@@ -37,8 +42,14 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/delivery-attempts", get(list_attempts))
         .route("/v1/delivery-attempts/{id}", get(get_attempt))
         .route("/v1/delivery-attempts/{id}/retry", post(retry_attempt))
-        .route("/v1/destinations/{namespace}/{name}/circuit", get(get_circuit))
-        .route("/v1/destinations/{namespace}/{name}/circuit/reset", post(reset_circuit))
+        .route(
+            "/v1/destinations/{namespace}/{name}/circuit",
+            get(get_circuit),
+        )
+        .route(
+            "/v1/destinations/{namespace}/{name}/circuit/reset",
+            post(reset_circuit),
+        )
 }
 
 /// Unix milliseconds as RFC 3339 UTC.
@@ -51,7 +62,11 @@ pub fn rfc3339(ms: i64) -> String {
 fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
-        .map_err(|_| ApiError::bad_request(format!("{name} must be an ISO 8601 time like 2026-03-01T14:30:00Z")))
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name} must be an ISO 8601 time like 2026-03-01T14:30:00Z"
+            ))
+        })
 }
 
 fn parse_limit(limit: Option<&str>) -> Result<u32, ApiError> {
@@ -59,7 +74,9 @@ fn parse_limit(limit: Option<&str>) -> Result<u32, ApiError> {
         None => Ok(DEFAULT_LIMIT),
         Some(text) => match text.parse::<u32>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request(format!("limit must be a number from 1 to {MAX_LIMIT}"))),
+            _ => Err(ApiError::bad_request(format!(
+                "limit must be a number from 1 to {MAX_LIMIT}"
+            ))),
         },
     }
 }
@@ -69,25 +86,45 @@ fn encode_cursor(seq: i64) -> String {
 }
 
 fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
-    let Some(text) = cursor.filter(|c| !c.is_empty()) else { return Ok(None) };
+    let Some(text) = cursor.filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.strip_prefix("seq:").and_then(|n| n.parse().ok()))
         .map(Some)
-        .ok_or_else(|| ApiError::bad_request("cursor is not valid; pass the cursor of a previous page unchanged"))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "cursor is not valid; pass the cursor of a previous page unchanged",
+            )
+        })
 }
 
 /// Page `items` (fetched with one extra row) into the list shape.
-fn page<T>(mut items: Vec<T>, limit: u32, seq: impl Fn(&T) -> i64) -> (Vec<T>, Option<String>, bool) {
+fn page<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    seq: impl Fn(&T) -> i64,
+) -> (Vec<T>, Option<String>, bool) {
     let has_more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    let cursor = if has_more { items.last().map(|i| encode_cursor(seq(i))) } else { None };
+    let cursor = if has_more {
+        items.last().map(|i| encode_cursor(seq(i)))
+    } else {
+        None
+    };
     (items, cursor, has_more)
 }
 
-fn list_body(key: &str, items: Vec<Value>, limit: u32, cursor: Option<String>, has_more: bool) -> Value {
+fn list_body(
+    key: &str,
+    items: Vec<Value>,
+    limit: u32,
+    cursor: Option<String>,
+    has_more: bool,
+) -> Value {
     json!({
         key: items,
         "cursor": cursor,
@@ -117,7 +154,11 @@ fn shown_headers(headers: &[(String, String)]) -> Value {
     let redacted: Vec<(String, String)> = headers
         .iter()
         .map(|(k, v)| {
-            let value = if SENSITIVE_HEADERS.contains(&k.to_ascii_lowercase().as_str()) { "[redacted]".to_owned() } else { v.clone() };
+            let value = if SENSITIVE_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+                "[redacted]".to_owned()
+            } else {
+                v.clone()
+            };
             (k.clone(), value)
         })
         .collect();
@@ -149,7 +190,10 @@ fn attempt_summary(a: &StoredAttempt) -> Value {
 fn attempt_detail(a: &StoredAttempt) -> Value {
     let mut v = attempt_summary(a);
     v["request_headers"] = shown_headers(&a.request_headers);
-    v["response_headers"] = a.response_headers.as_deref().map_or(Value::Null, headers_object);
+    v["response_headers"] = a
+        .response_headers
+        .as_deref()
+        .map_or(Value::Null, headers_object);
     v["response_body"] = json!(a.response_body);
     v
 }
@@ -166,7 +210,10 @@ struct EventParams {
     limit: Option<String>,
 }
 
-async fn list_events(State(app): State<AppState>, Query(p): Query<EventParams>) -> Result<Json<Value>, ApiError> {
+async fn list_events(
+    State(app): State<AppState>,
+    Query(p): Query<EventParams>,
+) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(p.limit.as_deref())?;
     let (namespace, source) = match p.source.or(p.source_id) {
         Some(s) => match s.split_once('/') {
@@ -177,26 +224,47 @@ async fn list_events(State(app): State<AppState>, Query(p): Query<EventParams>) 
     };
     if let Some(status) = &p.status {
         if !["received", "processing", "delivered", "failed"].contains(&status.as_str()) {
-            return Err(ApiError::bad_request("status must be one of received, processing, delivered, failed"));
+            return Err(ApiError::bad_request(
+                "status must be one of received, processing, delivered, failed",
+            ));
         }
     }
     let query = EventQuery {
         namespace,
         source,
         status: p.status,
-        after: p.after.as_deref().map(|t| parse_time("after", t)).transpose()?,
-        before: p.before.as_deref().map(|t| parse_time("before", t)).transpose()?,
+        after: p
+            .after
+            .as_deref()
+            .map(|t| parse_time("after", t))
+            .transpose()?,
+        before: p
+            .before
+            .as_deref()
+            .map(|t| parse_time("before", t))
+            .transpose()?,
         search: p.search.filter(|s| !s.is_empty()),
         before_seq: decode_cursor(p.cursor.as_deref())?,
         limit,
     };
     let rows = read::events(&app.store.read, &query).await?;
     let (rows, cursor, has_more) = page(rows, limit, |e| e.seq);
-    Ok(Json(list_body("events", rows.iter().map(event_summary).collect(), limit, cursor, has_more)))
+    Ok(Json(list_body(
+        "events",
+        rows.iter().map(event_summary).collect(),
+        limit,
+        cursor,
+        has_more,
+    )))
 }
 
-async fn get_event(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let event = read::event(&app.store.read, &id).await?.ok_or_else(|| ApiError::not_found(format!("event {id} not found")))?;
+async fn get_event(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let event = read::event(&app.store.read, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("event {id} not found")))?;
     let attempts = read::attempts_of_event(&app.store.read, &id).await?;
     let mut v = event_summary(&event);
     v["path"] = json!(event.path);
@@ -204,7 +272,9 @@ async fn get_event(State(app): State<AppState>, Path(id): Path<String>) -> Resul
     v["headers"] = shown_headers(&event.headers);
     match std::str::from_utf8(&event.body) {
         Ok(_) => v["body"] = parse_body(&event.body),
-        Err(_) => v["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&event.body)),
+        Err(_) => {
+            v["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&event.body))
+        }
     }
     v["source_ip"] = json!(event.source_ip);
     v["validation_errors"] = event.validation_errors.clone().unwrap_or(Value::Null);
@@ -212,20 +282,32 @@ async fn get_event(State(app): State<AppState>, Path(id): Path<String>) -> Resul
     Ok(Json(v))
 }
 
-async fn retry_event(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let event = read::event(&app.store.read, &id).await?.ok_or_else(|| ApiError::not_found(format!("event {id} not found")))?;
+async fn retry_event(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let event = read::event(&app.store.read, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("event {id} not found")))?;
     let config = app.config.borrow().clone();
     let key = ObjectKey::new(event.namespace.clone(), event.source.clone());
     let Some(source) = config.sources.get(&key) else {
-        return Ok(Json(json!({ "retried": [], "errors": [format!("source {key} is no longer configured")] })));
+        return Ok(Json(
+            json!({ "retried": [], "errors": [format!("source {key} is no longer configured")] }),
+        ));
     };
     let mut headers = HeaderMap::new();
     for (k, v) in &event.headers {
-        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             headers.append(k, v);
         }
     }
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(event.query.as_bytes()).into_owned().collect();
+    let query: Vec<(String, String)> = url::form_urlencoded::parse(event.query.as_bytes())
+        .into_owned()
+        .collect();
     let body = serde_json::from_slice::<Value>(&event.body).ok();
     let view = EventView {
         body: body.as_ref(),
@@ -251,8 +333,18 @@ async fn retry_event(State(app): State<AppState>, Path(id): Path<String>) -> Res
         .iter()
         .map(|d| json!({ "destination_id": source_id(&event.namespace, &d.destination), "route": d.route, "delivery_id": d.id, "status": "queued" }))
         .collect();
-    let errors: Vec<String> = if deliveries.is_empty() { vec![format!("no route of source {key} matches this event")] } else { Vec::new() };
-    app.store.writer.retry(ManualRetry::Event { event_id: id, deliveries }).await?;
+    let errors: Vec<String> = if deliveries.is_empty() {
+        vec![format!("no route of source {key} matches this event")]
+    } else {
+        Vec::new()
+    };
+    app.store
+        .writer
+        .retry(ManualRetry::Event {
+            event_id: id,
+            deliveries,
+        })
+        .await?;
     app.dispatcher.wake.notify_one();
     Ok(Json(json!({ "retried": retried, "errors": errors })))
 }
@@ -268,7 +360,10 @@ struct AttemptParams {
     limit: Option<String>,
 }
 
-async fn list_attempts(State(app): State<AppState>, Query(p): Query<AttemptParams>) -> Result<Json<Value>, ApiError> {
+async fn list_attempts(
+    State(app): State<AppState>,
+    Query(p): Query<AttemptParams>,
+) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(p.limit.as_deref())?;
     let (namespace, destination) = match p.destination.or(p.destination_id) {
         Some(s) => match s.split_once('/') {
@@ -298,22 +393,49 @@ async fn list_attempts(State(app): State<AppState>, Query(p): Query<AttemptParam
     };
     let rows = read::attempts(&app.store.read, &query).await?;
     let (rows, cursor, has_more) = page(rows, limit, |a| a.seq);
-    Ok(Json(list_body("delivery_attempts", rows.iter().map(attempt_summary).collect(), limit, cursor, has_more)))
+    Ok(Json(list_body(
+        "delivery_attempts",
+        rows.iter().map(attempt_summary).collect(),
+        limit,
+        cursor,
+        has_more,
+    )))
 }
 
-async fn get_attempt(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let attempt = read::attempt(&app.store.read, &id).await?.ok_or_else(|| ApiError::not_found(format!("delivery attempt {id} not found")))?;
+async fn get_attempt(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let attempt = read::attempt(&app.store.read, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("delivery attempt {id} not found")))?;
     Ok(Json(attempt_detail(&attempt)))
 }
 
-async fn retry_attempt(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let attempt = read::attempt(&app.store.read, &id).await?.ok_or_else(|| ApiError::not_found(format!("delivery attempt {id} not found")))?;
-    let result = app.store.writer.retry(ManualRetry::Delivery { delivery_id: attempt.delivery_id.clone() }).await?;
+async fn retry_attempt(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let attempt = read::attempt(&app.store.read, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("delivery attempt {id} not found")))?;
+    let result = app
+        .store
+        .writer
+        .retry(ManualRetry::Delivery {
+            delivery_id: attempt.delivery_id.clone(),
+        })
+        .await?;
     match result.as_deref() {
-        None => Err(ApiError::not_found(format!("the delivery of attempt {id} no longer exists"))),
+        None => Err(ApiError::not_found(format!(
+            "the delivery of attempt {id} no longer exists"
+        ))),
         Some(s) if s == state::INFLIGHT => Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("delivery {} is being attempted right now; try again when it finishes", attempt.delivery_id),
+            format!(
+                "delivery {} is being attempted right now; try again when it finishes",
+                attempt.delivery_id
+            ),
         )),
         Some(new_state) => {
             app.dispatcher.wake.notify_one();
@@ -340,7 +462,11 @@ fn circuit_body(key: &ObjectKey, view: &crate::delivery::circuit::View) -> Value
     })
 }
 
-fn known_destination(app: &AppState, namespace: String, name: String) -> Result<ObjectKey, ApiError> {
+fn known_destination(
+    app: &AppState,
+    namespace: String,
+    name: String,
+) -> Result<ObjectKey, ApiError> {
     let key = ObjectKey::new(namespace, name);
     if app.config.borrow().destinations.contains_key(&key) {
         Ok(key)
@@ -349,13 +475,25 @@ fn known_destination(app: &AppState, namespace: String, name: String) -> Result<
     }
 }
 
-async fn get_circuit(State(app): State<AppState>, Path((namespace, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn get_circuit(
+    State(app): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let key = known_destination(&app, namespace, name)?;
-    Ok(Json(circuit_body(&key, &app.dispatcher.circuits.view(&key))))
+    Ok(Json(circuit_body(
+        &key,
+        &app.dispatcher.circuits.view(&key),
+    )))
 }
 
-async fn reset_circuit(State(app): State<AppState>, Path((namespace, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn reset_circuit(
+    State(app): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let key = known_destination(&app, namespace, name)?;
     tracing::info!(destination = %key, "circuit reset by API");
-    Ok(Json(circuit_body(&key, &app.dispatcher.circuits.reset(&key))))
+    Ok(Json(circuit_body(
+        &key,
+        &app.dispatcher.circuits.reset(&key),
+    )))
 }

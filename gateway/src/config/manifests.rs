@@ -21,7 +21,12 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 /// the file, object, field and reason.
 pub fn load(dir: &Path) -> Result<RuntimeConfig, Vec<String>> {
     let mut files = Vec::new();
-    collect(dir, &mut files).map_err(|e| vec![format!("{}: cannot read manifests folder: {e}", dir.display())])?;
+    collect(dir, &mut files).map_err(|e| {
+        vec![format!(
+            "{}: cannot read manifests folder: {e}",
+            dir.display()
+        )]
+    })?;
     files.sort();
     let mut objects = Objects::default();
     let mut errors = Vec::new();
@@ -29,13 +34,24 @@ pub fn load(dir: &Path) -> Result<RuntimeConfig, Vec<String>> {
     for file in &files {
         let origin = file.display().to_string();
         match std::fs::read_to_string(file) {
-            Ok(text) => errors.extend(hookstream_crds::manifest::parse_into(&mut objects, &origin, &text)),
+            Ok(text) => errors.extend(hookstream_crds::manifest::parse_into(
+                &mut objects,
+                &origin,
+                &text,
+            )),
             Err(e) => read_errors.push(format!("{origin}: cannot read: {e}")),
         }
     }
     let compilation = compiler::compile(&objects);
-    let mut messages: Vec<String> =
-        read_errors.into_iter().chain(errors.iter().chain(&compilation.errors).map(ToString::to_string)).collect();
+    let mut messages: Vec<String> = read_errors
+        .into_iter()
+        .chain(
+            errors
+                .iter()
+                .chain(&compilation.errors)
+                .map(ToString::to_string),
+        )
+        .collect();
     if !messages.is_empty() {
         return Err(messages);
     }
@@ -48,13 +64,19 @@ pub fn load(dir: &Path) -> Result<RuntimeConfig, Vec<String>> {
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         if hidden {
             continue;
         }
         if path.is_dir() {
             collect(&path, out)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             out.push(path);
         }
     }
@@ -84,7 +106,10 @@ pub async fn watch(dir: PathBuf, publish: watch::Sender<Arc<RuntimeConfig>>, met
     }
     while rx.recv().await.is_some() {
         // Debounce: wait until changes stop arriving.
-        while tokio::time::timeout(DEBOUNCE, rx.recv()).await.is_ok_and(|m| m.is_some()) {}
+        while tokio::time::timeout(DEBOUNCE, rx.recv())
+            .await
+            .is_ok_and(|m| m.is_some())
+        {}
         let folder = dir.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&folder)).await;
         match loaded {
@@ -100,7 +125,10 @@ pub async fn watch(dir: PathBuf, publish: watch::Sender<Arc<RuntimeConfig>>, met
             }
             Ok(Err(errors)) => {
                 metrics.config_reloads.with_label_values(&["failure"]).inc();
-                warn!(errors = errors.len(), "config reload failed; keeping the last good config");
+                warn!(
+                    errors = errors.len(),
+                    "config reload failed; keeping the last good config"
+                );
                 for e in errors {
                     warn!(error = %e, "invalid manifest");
                 }

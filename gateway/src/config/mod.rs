@@ -8,7 +8,9 @@ pub mod manifests;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hookstream_crds::config::{ConnectionConfig, DestinationConfig, GatewayConfig, ObjectKey, SourceConfig};
+use hookstream_crds::config::{
+    ConnectionConfig, DestinationConfig, GatewayConfig, ObjectKey, SourceConfig,
+};
 use hookstream_crds::v1alpha1::Filter;
 use hookstream_transform::Expression;
 use tokio::sync::watch;
@@ -44,7 +46,9 @@ pub struct Route {
 impl Route {
     /// Whether any filter looks at the body (so the body must be parsed for routing).
     pub fn needs_body(&self) -> bool {
-        self.filters.iter().any(|f| f.field.starts_with("body") || f.field.starts_with("payload"))
+        self.filters
+            .iter()
+            .any(|f| f.field.starts_with("body") || f.field.starts_with("payload"))
     }
 }
 
@@ -101,8 +105,11 @@ impl RuntimeConfig {
 
     /// Builds a snapshot from a compiled config.
     pub fn build(compiled: GatewayConfig) -> Result<RuntimeConfig, BuildError> {
-        let destinations: HashMap<ObjectKey, Arc<DestinationConfig>> =
-            compiled.destinations.iter().map(|d| (d.key.clone(), Arc::new(d.clone()))).collect();
+        let destinations: HashMap<ObjectKey, Arc<DestinationConfig>> = compiled
+            .destinations
+            .iter()
+            .map(|d| (d.key.clone(), Arc::new(d.clone())))
+            .collect();
         let mut routes = HashMap::new();
         let mut by_source: HashMap<ObjectKey, Vec<Arc<Route>>> = HashMap::new();
         for c in &compiled.connections {
@@ -111,7 +118,14 @@ impl RuntimeConfig {
                 .entry(ObjectKey::new(c.key.namespace.clone(), c.source.clone()))
                 .or_default()
                 .push(route.clone());
-            routes.insert((c.key.namespace.clone(), RouteKind::Connection, c.key.name.clone()), route);
+            routes.insert(
+                (
+                    c.key.namespace.clone(),
+                    RouteKind::Connection,
+                    c.key.name.clone(),
+                ),
+                route,
+            );
         }
         let mut topics = HashMap::new();
         for t in &compiled.topics {
@@ -124,9 +138,15 @@ impl RuntimeConfig {
                     namespace: t.key.namespace.clone(),
                     destination: s.destination.clone(),
                     filters: s.filters.clone(),
-                    transform: compile_transform(&format!("Topic {}", t.key), s.transform.as_deref())?,
+                    transform: compile_transform(
+                        &format!("Topic {}", t.key),
+                        s.transform.as_deref(),
+                    )?,
                 });
-                routes.insert((t.key.namespace.clone(), RouteKind::Subscription, name), route.clone());
+                routes.insert(
+                    (t.key.namespace.clone(), RouteKind::Subscription, name),
+                    route.clone(),
+                );
                 subs.push(route);
             }
             topics.insert(t.key.clone(), subs);
@@ -134,9 +154,14 @@ impl RuntimeConfig {
         let mut sources = HashMap::new();
         for s in &compiled.sources {
             let schema = match &s.schema {
-                Some(schema) => Some(jsonschema::validator_for(&schema.json_schema).map_err(|e| {
-                    BuildError::Schema { source_key: s.key.clone(), message: e.to_string() }
-                })?),
+                Some(schema) => {
+                    Some(jsonschema::validator_for(&schema.json_schema).map_err(|e| {
+                        BuildError::Schema {
+                            source_key: s.key.clone(),
+                            message: e.to_string(),
+                        }
+                    })?)
+                }
                 None => None,
             };
             let runtime = RuntimeSource {
@@ -146,7 +171,13 @@ impl RuntimeConfig {
             };
             sources.insert(s.key.clone(), Arc::new(runtime));
         }
-        Ok(RuntimeConfig { sources, destinations, routes, topics, compiled })
+        Ok(RuntimeConfig {
+            sources,
+            destinations,
+            routes,
+            topics,
+            compiled,
+        })
     }
 }
 
@@ -163,6 +194,11 @@ fn connection_route(c: &ConnectionConfig) -> Result<Route, BuildError> {
 
 fn compile_transform(route: &str, source: Option<&str>) -> Result<Option<Expression>, BuildError> {
     source
-        .map(|s| Expression::compile(s).map_err(|e| BuildError::Transform { route: route.to_owned(), message: e.to_string() }))
+        .map(|s| {
+            Expression::compile(s).map_err(|e| BuildError::Transform {
+                route: route.to_owned(),
+                message: e.to_string(),
+            })
+        })
         .transpose()
 }

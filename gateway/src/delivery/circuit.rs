@@ -4,6 +4,11 @@
 //! `failureThreshold` failures in a row): deliveries wait in the queue, neither attempted
 //! nor dropped. When the cooldown has passed one probe goes out (half-open): success closes
 //! the circuit and the queue drains in order; failure opens it again for another cooldown.
+//!
+//! Draining: after a circuit closes (a successful probe or a manual reset), the deliveries
+//! that waited go out one at a time, oldest first, so that they arrive in the order they were
+//! queued. New deliveries queue behind them until nothing is due any more; then deliveries
+//! flow concurrently again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -85,12 +90,35 @@ struct Breaker {
     opened_at: Option<i64>,
     last_failure_at: Option<i64>,
     probe_out: bool,
+    /// Closed after being open: waiting deliveries go out one at a time.
+    draining: bool,
+    /// The delivery being attempted by the drain.
+    drain_out: Option<String>,
 }
 
 impl Default for Breaker {
     fn default() -> Self {
-        Breaker { state: State::Closed, failures: 0, opened_at: None, last_failure_at: None, probe_out: false }
+        Breaker {
+            state: State::Closed,
+            failures: 0,
+            opened_at: None,
+            last_failure_at: None,
+            probe_out: false,
+            draining: false,
+            drain_out: None,
+        }
     }
+}
+
+/// Destinations whose deliveries the dispatcher must not claim in bulk right now.
+#[derive(Debug, Default)]
+pub struct Blocked {
+    /// Destinations (namespace, name) excluded from bulk claims.
+    pub exclude: Vec<(String, String)>,
+    /// Open circuits with no probe out.
+    pub probe_ready: Vec<ObjectKey>,
+    /// Draining circuits with no delivery out: claim their oldest delivery.
+    pub drain_ready: Vec<ObjectKey>,
 }
 
 /// Every destination's breaker.
@@ -104,7 +132,12 @@ pub struct Circuits {
 
 impl Circuits {
     /// Breakers restored from persisted rows.
-    pub fn new(rows: Vec<CircuitRow>, writer: Writer, metrics: Metrics, wake: Arc<Notify>) -> Circuits {
+    pub fn new(
+        rows: Vec<CircuitRow>,
+        writer: Writer,
+        metrics: Metrics,
+        wake: Arc<Notify>,
+    ) -> Circuits {
         let mut breakers = HashMap::new();
         for row in rows {
             let state = match State::parse(&row.state) {
@@ -113,7 +146,10 @@ impl Circuits {
                 State::HalfOpen => State::Open,
                 s => s,
             };
-            metrics.circuit_state.with_label_values(&[&format!("{}/{}", row.namespace, row.destination)]).set(state.gauge());
+            metrics
+                .circuit_state
+                .with_label_values(&[&format!("{}/{}", row.namespace, row.destination)])
+                .set(state.gauge());
             breakers.insert(
                 ObjectKey::new(row.namespace, row.destination),
                 Breaker {
@@ -122,10 +158,17 @@ impl Circuits {
                     opened_at: row.opened_at,
                     last_failure_at: row.last_failure_at,
                     probe_out: false,
+                    draining: false,
+                    drain_out: None,
                 },
             );
         }
-        Circuits { breakers: Mutex::new(breakers), writer, metrics, wake }
+        Circuits {
+            breakers: Mutex::new(breakers),
+            writer,
+            metrics,
+            wake,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<ObjectKey, Breaker>> {
@@ -137,12 +180,16 @@ impl Circuits {
     /// Decides whether a delivery to `key` may be attempted now.
     pub fn decide(&self, key: &ObjectKey, config: &CircuitConfig, now: i64) -> Decision {
         let mut map = self.lock();
-        let Some(b) = map.get_mut(key) else { return Decision::Allow };
+        let Some(b) = map.get_mut(key) else {
+            return Decision::Allow;
+        };
         match b.state {
             State::Closed => Decision::Allow,
             State::HalfOpen => Decision::Wait,
             State::Open => {
-                let cooled = b.opened_at.is_none_or(|at| now >= at.saturating_add(config.cooldown_ms as i64));
+                let cooled = b
+                    .opened_at
+                    .is_none_or(|at| now >= at.saturating_add(config.cooldown_ms as i64));
                 if cooled && !b.probe_out {
                     b.state = State::HalfOpen;
                     b.probe_out = true;
@@ -158,7 +205,14 @@ impl Circuits {
     }
 
     /// Records the result of an attempt.
-    pub fn record(&self, key: &ObjectKey, config: &CircuitConfig, success: bool, was_probe: bool, now: i64) {
+    pub fn record(
+        &self,
+        key: &ObjectKey,
+        config: &CircuitConfig,
+        success: bool,
+        was_probe: bool,
+        now: i64,
+    ) {
         let mut map = self.lock();
         let b = map.entry(key.clone()).or_default();
         let before = b.state;
@@ -167,6 +221,9 @@ impl Circuits {
         }
         if success {
             b.failures = 0;
+            if b.state != State::Closed {
+                b.draining = true;
+            }
             b.state = State::Closed;
             b.opened_at = None;
         } else {
@@ -177,6 +234,7 @@ impl Circuits {
                     b.opened_at = Some(now);
                 }
                 b.state = State::Open;
+                b.draining = false;
             }
         }
         let after = b.state;
@@ -204,7 +262,13 @@ impl Circuits {
     pub fn reset(&self, key: &ObjectKey) -> View {
         let mut map = self.lock();
         let b = map.entry(key.clone()).or_default();
-        *b = Breaker::default();
+        let was_closed = b.state == State::Closed;
+        let drain_out = b.drain_out.take();
+        *b = Breaker {
+            draining: !was_closed || b.draining,
+            drain_out,
+            ..Breaker::default()
+        };
         let row = row_of(key, b);
         drop(map);
         self.changed(key, State::Closed, row);
@@ -215,40 +279,96 @@ impl Circuits {
     pub fn view(&self, key: &ObjectKey) -> View {
         let map = self.lock();
         let b = map.get(key).cloned().unwrap_or_default();
-        View { state: b.state, failure_count: b.failures, last_failure_at: b.last_failure_at, opened_at: b.opened_at }
+        View {
+            state: b.state,
+            failure_count: b.failures,
+            last_failure_at: b.last_failure_at,
+            opened_at: b.opened_at,
+        }
     }
 
-    /// Destinations whose deliveries must not be claimed now, and those ready for a probe.
-    pub fn blocked(&self) -> (Vec<(String, String)>, Vec<ObjectKey>) {
+    /// Destinations whose deliveries must not be claimed in bulk now, those ready for a
+    /// probe (open, cooldown over, `cooldown_ms` gives each destination's cooldown) and
+    /// those ready for their next drain delivery.
+    pub fn blocked(&self, now: i64, cooldown_ms: impl Fn(&ObjectKey) -> Option<u64>) -> Blocked {
         let map = self.lock();
-        let mut blocked = Vec::new();
-        let mut probe_ready = Vec::new();
+        let mut out = Blocked::default();
         for (key, b) in map.iter() {
-            if b.state != State::Closed {
-                blocked.push((key.namespace.clone(), key.name.clone()));
-                if b.state == State::Open && !b.probe_out {
-                    probe_ready.push(key.clone());
+            if b.state != State::Closed || b.draining {
+                out.exclude.push((key.namespace.clone(), key.name.clone()));
+                // A removed destination counts as cooled down: its deliveries are claimed
+                // and cancelled rather than left waiting.
+                let cooled = match (b.opened_at, cooldown_ms(key)) {
+                    (Some(at), Some(cooldown)) => {
+                        now >= at.saturating_add(i64::try_from(cooldown).unwrap_or(i64::MAX))
+                    }
+                    _ => true,
+                };
+                if b.state == State::Open && !b.probe_out && cooled {
+                    out.probe_ready.push(key.clone());
+                }
+                if b.state == State::Closed && b.drain_out.is_none() {
+                    out.drain_ready.push(key.clone());
                 }
             }
         }
-        (blocked, probe_ready)
+        out
     }
 
-    /// Whether deliveries to `key` would wait right now.
+    /// Whether new deliveries to `key` must queue instead of going straight to a worker:
+    /// the circuit is not closed, or waiting deliveries are still draining in order.
     pub fn is_blocked(&self, key: &ObjectKey) -> bool {
-        self.lock().get(key).is_some_and(|b| b.state != State::Closed)
+        self.lock()
+            .get(key)
+            .is_some_and(|b| b.state != State::Closed || b.draining)
+    }
+
+    /// The drain of `key` claimed `delivery_id`; the next waits until it is finished.
+    pub fn drain_claimed(&self, key: &ObjectKey, delivery_id: &str) {
+        if let Some(b) = self.lock().get_mut(key) {
+            if b.draining {
+                b.drain_out = Some(delivery_id.to_owned());
+            }
+        }
+    }
+
+    /// Nothing of `key` is due any more: the drain is over and deliveries flow again.
+    pub fn drain_finished(&self, key: &ObjectKey) {
+        if let Some(b) = self.lock().get_mut(key) {
+            if b.drain_out.is_none() {
+                b.draining = false;
+            }
+        }
+    }
+
+    /// A worker is done with `delivery_id` of `key` (attempted, released or cancelled).
+    /// Returns whether it was the drain's delivery, so that the next one may be claimed.
+    pub fn finished(&self, key: &ObjectKey, delivery_id: &str) -> bool {
+        let mut map = self.lock();
+        match map.get_mut(key) {
+            Some(b) if b.drain_out.as_deref() == Some(delivery_id) => {
+                b.drain_out = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn changed(&self, key: &ObjectKey, state: State, row: CircuitRow) {
         match state {
-            State::Open => warn!(destination = %key, failures = row.consecutive_failures, "circuit opened"),
+            State::Open => {
+                warn!(destination = %key, failures = row.consecutive_failures, "circuit opened")
+            }
             State::HalfOpen => info!(destination = %key, "circuit half-open: sending a probe"),
             State::Closed => {
                 info!(destination = %key, "circuit closed");
                 self.wake.notify_one();
             }
         }
-        self.metrics.circuit_state.with_label_values(&[&key.to_string()]).set(state.gauge());
+        self.metrics
+            .circuit_state
+            .with_label_values(&[&key.to_string()])
+            .set(state.gauge());
         self.persist(row);
     }
 

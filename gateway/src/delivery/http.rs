@@ -15,6 +15,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Shown instead of a header value that came from a Secret.
 pub const REDACTED: &str = "[redacted]";
 
+/// Header name and value pairs, in sending order.
+pub type Headers = Vec<(String, String)>;
+
 /// What an attempt produced.
 #[derive(Debug, Default)]
 pub struct Response {
@@ -50,16 +53,22 @@ pub fn request_headers(
     timestamp: i64,
     content_type: Option<&str>,
     body: &[u8],
-) -> (Vec<(String, String)>, Vec<(String, String)>) {
+) -> (Headers, Headers) {
     let mut send: Vec<(String, String)> = http.headers.clone();
     let mut shown = send.clone();
     for (name, value) in &http.secret_headers {
-        send.push((name.clone(), String::from_utf8_lossy(value.expose()).into_owned()));
+        send.push((
+            name.clone(),
+            String::from_utf8_lossy(value.expose()).into_owned(),
+        ));
         shown.push((name.clone(), REDACTED.to_owned()));
     }
     let mut own = vec![
         ("X-Hookstream-Event-Id".to_owned(), event_id.to_owned()),
-        ("X-Hookstream-Delivery-Attempt".to_owned(), attempt.to_string()),
+        (
+            "X-Hookstream-Delivery-Attempt".to_owned(),
+            attempt.to_string(),
+        ),
         ("X-Hookstream-Timestamp".to_owned(), timestamp.to_string()),
     ];
     if let Some(ct) = content_type {
@@ -79,14 +88,17 @@ pub fn sign(signing: &SigningConfig, event_id: &str, timestamp: i64, body: &[u8]
     let parts: [&[u8]; 5] = [event_id.as_bytes(), b".", ts.as_bytes(), b".", body];
     let key = signing.secret.expose();
     match signing.algorithm {
-        SigningAlgorithm::Sha256 => format!("sha256={}", hmac_hex::<Hmac<sha2::Sha256>>(key, &parts)),
+        SigningAlgorithm::Sha256 => {
+            format!("sha256={}", hmac_hex::<Hmac<sha2::Sha256>>(key, &parts))
+        }
         SigningAlgorithm::Sha1 => format!("sha1={}", hmac_hex::<Hmac<sha1::Sha1>>(key, &parts)),
     }
 }
 
 fn hmac_hex<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> String {
     // HMAC is defined for keys of every length, so this constructor cannot fail.
-    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
+    let mut mac =
+        <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
     for part in parts {
         mac.update(part);
     }
@@ -94,10 +106,19 @@ fn hmac_hex<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Stri
 }
 
 /// Sends one request and waits at most the destination's timeout for the whole response.
-pub async fn send(client: &reqwest::Client, http: &HttpConfig, headers: &[(String, String)], body: Bytes) -> Response {
+pub async fn send(
+    client: &reqwest::Client,
+    http: &HttpConfig,
+    headers: &[(String, String)],
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
-    let method = reqwest::Method::from_bytes(http.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut request = client.request(method, &http.url).timeout(Duration::from_millis(http.timeout_ms)).body(body);
+    let method =
+        reqwest::Method::from_bytes(http.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+    let mut request = client
+        .request(method, &http.url)
+        .timeout(Duration::from_millis(http.timeout_ms))
+        .body(body);
     for (name, value) in headers {
         request = request.header(name, value);
     }
@@ -110,7 +131,12 @@ pub async fn send(client: &reqwest::Client, http: &HttpConfig, headers: &[(Strin
                 response
                     .headers()
                     .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
                     .collect(),
             );
             if status == 429 || status == 503 {
@@ -122,7 +148,9 @@ pub async fn send(client: &reqwest::Client, http: &HttpConfig, headers: &[(Strin
             }
             match read_limited(response).await {
                 Ok(text) => out.body = Some(text),
-                Err(e) => out.error = Some(format!("reading the response failed: {}", describe(&e))),
+                Err(e) => {
+                    out.error = Some(format!("reading the response failed: {}", describe(&e)))
+                }
             }
             if !(200..300).contains(&status) && out.error.is_none() {
                 out.error = Some(format!("destination answered {status}"));
@@ -175,7 +203,11 @@ fn describe(e: &reqwest::Error) -> String {
         cause = s.to_string();
         source = s.source();
     }
-    if cause.is_empty() { kind.to_owned() } else { format!("{kind}: {cause}") }
+    if cause.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {cause}")
+    }
 }
 
 #[cfg(test)]
@@ -192,10 +224,17 @@ mod tests {
 
     #[test]
     fn signature_is_hmac_of_id_timestamp_and_body() {
-        let s = SigningConfig { secret: SecretValue(b"k".to_vec()), algorithm: SigningAlgorithm::Sha256, header: "X".into() };
+        let s = SigningConfig {
+            secret: SecretValue(b"k".to_vec()),
+            algorithm: SigningAlgorithm::Sha256,
+            header: "X".into(),
+        };
         let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"k").unwrap();
         m.update(b"evt_1.1700000000.{}");
-        assert_eq!(sign(&s, "evt_1", 1_700_000_000, b"{}"), format!("sha256={}", hex::encode(m.finalize().into_bytes())));
+        assert_eq!(
+            sign(&s, "evt_1", 1_700_000_000, b"{}"),
+            format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+        );
     }
 
     #[test]
@@ -204,10 +243,14 @@ mod tests {
             url: "http://x".into(),
             method: "POST".into(),
             headers: vec![("X-Team".into(), "a".into())],
-            secret_headers: vec![("Authorization".into(), SecretValue(b"Bearer t0ken".to_vec()))],
+            secret_headers: vec![(
+                "Authorization".into(),
+                SecretValue(b"Bearer t0ken".to_vec()),
+            )],
             timeout_ms: 1000,
         };
-        let (send, shown) = request_headers(&http, None, "evt_1", 1, 1, Some("application/json"), b"{}");
+        let (send, shown) =
+            request_headers(&http, None, "evt_1", 1, 1, Some("application/json"), b"{}");
         assert!(send.contains(&("Authorization".into(), "Bearer t0ken".into())));
         assert!(shown.contains(&("Authorization".into(), REDACTED.into())));
         assert!(!format!("{shown:?}").contains("t0ken"));

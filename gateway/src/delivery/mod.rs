@@ -27,12 +27,13 @@ use crate::config::{ConfigHandle, Route};
 use crate::ids;
 use crate::metrics::Metrics;
 use crate::store::writer::ClaimFilter;
-use crate::store::{read, now_ms, AttemptRecord, Completion, Job, NewEvent, Outcome, Store};
+use crate::store::{now_ms, read, AttemptRecord, Completion, Job, NewEvent, Outcome, Store};
 use circuit::{Circuits, Decision};
 
 /// Deliveries claimed from the database at once.
 const CLAIM_BATCH: u32 = 256;
-/// Longest wait between two looks at the queue when nothing wakes the dispatcher.
+/// Longest wait between two looks at the queue when nothing wakes the dispatcher. A look is
+/// also due when the earliest scheduled retry falls due, so retries are not late by this much.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// How long a claim lasts beyond the longest possible attempt.
 const LEASE_MARGIN_MS: i64 = 60_000;
@@ -83,6 +84,8 @@ struct Shared {
     client: reqwest::Client,
     circuits: Arc<Circuits>,
     limits: Limits,
+    /// Wakes the dispatcher to look at the queue now.
+    wake: Arc<Notify>,
 }
 
 /// Starts the dispatcher. It stops when `shutdown` turns true, after attempts in flight end
@@ -95,7 +98,12 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(Dispatcher, tokio::task::JoinHandle<()>), crate::store::StoreError> {
     let wake = Arc::new(Notify::new());
-    let circuits = Arc::new(Circuits::new(read::circuits(&store.read).await?, store.writer.clone(), metrics.clone(), wake.clone()));
+    let circuits = Arc::new(Circuits::new(
+        read::circuits(&store.read).await?,
+        store.writer.clone(),
+        metrics.clone(),
+        wake.clone(),
+    ));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -105,8 +113,20 @@ pub async fn start(
         .build()
         .map_err(|e| crate::store::StoreError::Database(sqlx::Error::Configuration(Box::new(e))))?;
     let (fast, fast_rx) = mpsc::channel(max_in_flight);
-    let shared = Arc::new(Shared { store, config, metrics, client, circuits: circuits.clone(), limits: Limits::default() });
-    let dispatcher = Dispatcher { fast, wake: wake.clone(), circuits };
+    let shared = Arc::new(Shared {
+        store,
+        config,
+        metrics,
+        client,
+        circuits: circuits.clone(),
+        limits: Limits::default(),
+        wake: wake.clone(),
+    });
+    let dispatcher = Dispatcher {
+        fast,
+        wake: wake.clone(),
+        circuits,
+    };
     let handle = tokio::spawn(run(shared, fast_rx, wake, max_in_flight, shutdown));
     Ok((dispatcher, handle))
 }
@@ -120,6 +140,9 @@ async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut tasks = JoinSet::new();
+    // The next look at the queue. A fixed deadline, not a sleep restarted on every turn, so a
+    // steady stream of new deliveries cannot postpone retries indefinitely.
+    let mut poll_at = tokio::time::Instant::now() + IDLE_POLL;
     loop {
         while tasks.try_join_next().is_some() {}
         let poll = tokio::select! {
@@ -131,54 +154,118 @@ async fn run(
                 false
             }
             _ = wake.notified() => true,
-            _ = tokio::time::sleep(IDLE_POLL) => true,
+            _ = tokio::time::sleep_until(poll_at) => true,
         };
         if poll {
-            poll_queue(&shared, &slots, &mut tasks).await;
+            let next_due = poll_queue(&shared, &slots, &mut tasks).await;
+            let idle = tokio::time::Instant::now() + IDLE_POLL;
+            poll_at = match next_due {
+                Some(due) => {
+                    let wait = Duration::from_millis(
+                        u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0),
+                    );
+                    idle.min(tokio::time::Instant::now() + wait)
+                }
+                None => idle,
+            };
         }
     }
-    info!(in_flight = tasks.len(), "delivery stopping; waiting for attempts in flight");
-    if tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
-        warn!(abandoned = tasks.len(), "attempts still in flight at shutdown are retried on the next start");
+    info!(
+        in_flight = tasks.len(),
+        "delivery stopping; waiting for attempts in flight"
+    );
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        warn!(
+            abandoned = tasks.len(),
+            "attempts still in flight at shutdown are retried on the next start"
+        );
         tasks.abort_all();
     }
 }
 
-/// Claims due deliveries while there is room and work.
-async fn poll_queue(shared: &Arc<Shared>, slots: &Arc<Semaphore>, tasks: &mut JoinSet<()>) {
+/// Claims due deliveries while there is room and work. Returns when the next delivery falls
+/// due, when that is known and in the future.
+async fn poll_queue(
+    shared: &Arc<Shared>,
+    slots: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+) -> Option<i64> {
     loop {
         let now = now_ms();
         match read::next_due(&shared.store.read).await {
             Ok(Some(due)) if due <= now => {}
-            Ok(_) => return,
+            Ok(next) => return next,
             Err(e) => {
                 warn!(error = %e, "cannot read the delivery queue");
-                return;
+                return None;
             }
         }
-        let room = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX).min(CLAIM_BATCH);
+        let room = u32::try_from(slots.available_permits())
+            .unwrap_or(u32::MAX)
+            .min(CLAIM_BATCH);
         if room == 0 {
-            return;
+            return None;
         }
-        let (blocked, probe_ready) = shared.circuits.blocked();
+        let config = shared.config.borrow().clone();
+        let blocked = shared.circuits.blocked(now, |key| {
+            config.destinations.get(key).map(|d| d.circuit.cooldown_ms)
+        });
         let lease = Dispatcher::lease_until(now);
         let mut jobs = Vec::new();
-        for key in probe_ready {
-            let only = ClaimFilter { exclude: Vec::new(), only: Some((key.namespace, key.name)) };
+        for key in blocked.probe_ready {
+            let only = ClaimFilter {
+                exclude: Vec::new(),
+                only: Some((key.namespace, key.name)),
+            };
             match shared.store.writer.claim(1, lease, only).await {
                 Ok(j) => jobs.extend(j),
                 Err(e) => warn!(error = %e, "cannot claim a probe delivery"),
             }
         }
-        match shared.store.writer.claim(room, lease, ClaimFilter { exclude: blocked, only: None }).await {
+        // A draining destination gets its oldest due delivery, one at a time, so waiting
+        // deliveries arrive in the order they were queued.
+        for key in blocked.drain_ready {
+            let only = ClaimFilter {
+                exclude: Vec::new(),
+                only: Some((key.namespace.clone(), key.name.clone())),
+            };
+            match shared.store.writer.claim(1, lease, only).await {
+                Ok(j) => match j.first() {
+                    Some(job) => {
+                        shared.circuits.drain_claimed(&key, &job.delivery_id);
+                        jobs.extend(j);
+                    }
+                    None => shared.circuits.drain_finished(&key),
+                },
+                Err(e) => warn!(error = %e, "cannot claim a delivery to drain"),
+            }
+        }
+        match shared
+            .store
+            .writer
+            .claim(
+                room,
+                lease,
+                ClaimFilter {
+                    exclude: blocked.exclude,
+                    only: None,
+                },
+            )
+            .await
+        {
             Ok(j) => jobs.extend(j),
             Err(e) => {
                 warn!(error = %e, "cannot claim deliveries");
-                return;
+                return None;
             }
         }
         if jobs.is_empty() {
-            return;
+            return None;
         }
         let full = jobs.len() as u32 >= room;
         let ids: Vec<&str> = jobs.iter().map(|j| j.event_id.as_str()).collect();
@@ -187,23 +274,41 @@ async fn poll_queue(shared: &Arc<Shared>, slots: &Arc<Semaphore>, tasks: &mut Jo
             Err(e) => {
                 // The claims expire and the deliveries are claimed again later.
                 warn!(error = %e, "cannot load events of claimed deliveries");
-                return;
+                for job in &jobs {
+                    let key = ObjectKey::new(job.namespace.clone(), job.destination.clone());
+                    shared.circuits.finished(&key, &job.delivery_id);
+                }
+                return None;
             }
         };
-        let events: std::collections::HashMap<String, Arc<NewEvent>> =
-            events.into_iter().map(|e| (e.id.clone(), Arc::new(NewEvent::from(e)))).collect();
+        let events: std::collections::HashMap<String, Arc<NewEvent>> = events
+            .into_iter()
+            .map(|e| (e.id.clone(), Arc::new(NewEvent::from(e))))
+            .collect();
         for job in jobs {
             let Some(event) = events.get(&job.event_id).cloned() else {
                 warn!(event_id = %job.event_id, "claimed delivery has no event; cancelling it");
-                let completion = Completion { job, attempt: None, outcome: Outcome::Cancelled, error: Some("event no longer exists".into()) };
+                let key = ObjectKey::new(job.namespace.clone(), job.destination.clone());
+                let delivery_id = job.delivery_id.clone();
+                let completion = Completion {
+                    job,
+                    attempt: None,
+                    outcome: Outcome::Cancelled,
+                    error: Some("event no longer exists".into()),
+                };
                 let _ = shared.store.writer.complete(vec![completion]).await;
+                if shared.circuits.finished(&key, &delivery_id) {
+                    shared.wake.notify_one();
+                }
                 continue;
             };
-            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return None;
+            };
             tasks.spawn(attempt(shared.clone(), Work { job, event }, permit));
         }
         if !full {
-            return;
+            return None;
         }
     }
 }
@@ -216,10 +321,37 @@ async fn attempt(shared: Arc<Shared>, work: Work, _permit: OwnedSemaphorePermit)
         destination = %format!("{}/{}", work.job.namespace, work.job.destination),
         attempt = work.job.attempts + 1
     );
+    let key = ObjectKey::new(work.job.namespace.clone(), work.job.destination.clone());
+    let delivery_id = work.job.delivery_id.clone();
     let completion = run_attempt(&shared, work).instrument(span).await;
-    if shared.store.writer.complete(vec![completion]).await.is_err() {
+    let retry_at = match completion.outcome {
+        Outcome::Retry { due_at } => Some(due_at),
+        _ => None,
+    };
+    if shared
+        .store
+        .writer
+        .complete(vec![completion])
+        .await
+        .is_err()
+    {
         // Shutting down: the claim expires and the delivery is attempted again.
         debug!("attempt not recorded: writer stopped");
+    }
+    if shared.circuits.finished(&key, &delivery_id) {
+        shared.wake.notify_one();
+    }
+    // A retry due before the dispatcher's next regular look would otherwise be late by up to
+    // IDLE_POLL: wake the dispatcher when it falls due. Later retries are seen by that look.
+    if let Some(due_at) = retry_at {
+        let delay = u64::try_from(due_at.saturating_sub(now_ms())).unwrap_or(0);
+        if delay < IDLE_POLL.as_millis() as u64 {
+            let wake = shared.wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                wake.notify_one();
+            });
+        }
     }
 }
 
@@ -227,18 +359,36 @@ async fn run_attempt(shared: &Shared, work: Work) -> Completion {
     let Work { job, event } = work;
     let config = shared.config.borrow().clone();
     let dest_key = ObjectKey::new(job.namespace.clone(), job.destination.clone());
-    let route = config.routes.get(&(job.namespace.clone(), job.route_kind, job.route.clone())).cloned();
+    let route = config
+        .routes
+        .get(&(job.namespace.clone(), job.route_kind, job.route.clone()))
+        .cloned();
     let destination = config.destinations.get(&dest_key).cloned();
     let missing_destination = destination.is_none();
     let (Some(route), Some(destination)) = (route, destination) else {
-        let what = if missing_destination { "destination" } else { job.route_kind.as_str() };
-        let error = format!("{what} was removed before delivery; retry the event to route it again");
-        return Completion { job, attempt: None, outcome: Outcome::Cancelled, error: Some(error) };
+        let what = if missing_destination {
+            "destination"
+        } else {
+            job.route_kind.as_str()
+        };
+        let error =
+            format!("{what} was removed before delivery; retry the event to route it again");
+        return Completion {
+            job,
+            attempt: None,
+            outcome: Outcome::Cancelled,
+            error: Some(error),
+        };
     };
     let now = now_ms();
     let decision = shared.circuits.decide(&dest_key, &destination.circuit, now);
     if decision == Decision::Wait {
-        return Completion { job, attempt: None, outcome: Outcome::Release, error: None };
+        return Completion {
+            job,
+            attempt: None,
+            outcome: Outcome::Release,
+            error: None,
+        };
     }
     let was_probe = decision == Decision::Probe;
     let attempt_number = job.attempts + 1;
@@ -252,7 +402,11 @@ async fn run_attempt(shared: &Shared, work: Work) -> Completion {
             if was_probe {
                 shared.circuits.release_probe(&dest_key);
             }
-            shared.metrics.delivery_attempts.with_label_values(&[&dest_label, "failure"]).inc();
+            shared
+                .metrics
+                .delivery_attempts
+                .with_label_values(&[&dest_label, "failure"])
+                .inc();
             let record = AttemptRecord {
                 id: ids::attempt(),
                 attempt_number,
@@ -272,7 +426,12 @@ async fn run_attempt(shared: &Shared, work: Work) -> Completion {
     };
     let Some(http_config) = &destination.http else {
         let error = "destination has no http settings".to_owned();
-        return Completion { job, attempt: None, outcome: Outcome::Cancelled, error: Some(error) };
+        return Completion {
+            job,
+            attempt: None,
+            outcome: Outcome::Cancelled,
+            error: Some(error),
+        };
     };
     let timestamp = now / 1000;
     let (headers, shown) = http::request_headers(
@@ -286,9 +445,26 @@ async fn run_attempt(shared: &Shared, work: Work) -> Completion {
     );
     let response = http::send(&shared.client, http_config, &headers, body).await;
     let success = response.succeeded();
-    shared.circuits.record(&dest_key, &destination.circuit, success, was_probe, now_ms());
-    shared.metrics.delivery_attempts.with_label_values(&[dest_label.as_str(), if success { "success" } else { "failure" }]).inc();
-    shared.metrics.delivery_duration.with_label_values(&[&dest_label]).observe(response.latency.as_secs_f64());
+    shared.circuits.record(
+        &dest_key,
+        &destination.circuit,
+        success,
+        was_probe,
+        now_ms(),
+    );
+    shared
+        .metrics
+        .delivery_attempts
+        .with_label_values(&[
+            dest_label.as_str(),
+            if success { "success" } else { "failure" },
+        ])
+        .inc();
+    shared
+        .metrics
+        .delivery_duration
+        .with_label_values(&[&dest_label])
+        .observe(response.latency.as_secs_f64());
     let record = AttemptRecord {
         id: ids::attempt(),
         attempt_number,
@@ -304,9 +480,22 @@ async fn run_attempt(shared: &Shared, work: Work) -> Completion {
         is_dlq: false,
     };
     if success {
-        return Completion { job, attempt: Some(record), outcome: Outcome::Succeeded, error: None };
+        return Completion {
+            job,
+            attempt: Some(record),
+            outcome: Outcome::Succeeded,
+            error: None,
+        };
     }
-    finish(shared, job, &destination, record, round, response.retry_after, now_ms())
+    finish(
+        shared,
+        job,
+        &destination,
+        record,
+        round,
+        response.retry_after,
+        now_ms(),
+    )
 }
 
 /// Schedules the retry of a failed attempt, or dead-letters the delivery after the last.
@@ -322,19 +511,42 @@ fn finish(
     let error = record.error.clone();
     if round > destination.retry.max_retries {
         record.is_dlq = true;
-        shared.metrics.dead_lettered.with_label_values(&[&destination.key.to_string()]).inc();
-        warn!(attempts = record.attempt_number, "delivery dead-lettered after its last retry");
-        return Completion { job, attempt: Some(record), outcome: Outcome::Dead, error };
+        shared
+            .metrics
+            .dead_lettered
+            .with_label_values(&[&destination.key.to_string()])
+            .inc();
+        warn!(
+            attempts = record.attempt_number,
+            "delivery dead-lettered after its last retry"
+        );
+        return Completion {
+            job,
+            attempt: Some(record),
+            outcome: Outcome::Dead,
+            error,
+        };
     }
     let backoff = destination.retry.delay_ms(round);
-    let delay = retry_after.map_or(backoff, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let delay = retry_after.map_or(backoff, |d| {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    });
     let due_at = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
     record.next_retry_at = Some(due_at);
-    Completion { job, attempt: Some(record), outcome: Outcome::Retry { due_at }, error }
+    Completion {
+        job,
+        attempt: Some(record),
+        outcome: Outcome::Retry { due_at },
+        error,
+    }
 }
 
 /// The body and content type to send: the original request body, or the transform's JSON.
-async fn payload(shared: &Shared, route: &Route, event: &Arc<NewEvent>) -> Result<(Bytes, Option<String>), String> {
+async fn payload(
+    shared: &Shared,
+    route: &Route,
+    event: &Arc<NewEvent>,
+) -> Result<(Bytes, Option<String>), String> {
     let Some(expression) = route.transform.clone() else {
         return Ok((event.body.clone(), event.content_type.clone()));
     };
@@ -352,15 +564,22 @@ async fn payload(shared: &Shared, route: &Route, event: &Arc<NewEvent>) -> Resul
     .map_err(|e| format!("transform failed: {e}"))?;
     match result {
         Ok(Some(value)) => {
-            let body = serde_json::to_vec(&value).map_err(|e| format!("transform result is not JSON: {e}"))?;
+            let body = serde_json::to_vec(&value)
+                .map_err(|e| format!("transform result is not JSON: {e}"))?;
             Ok((Bytes::from(body), Some("application/json".to_owned())))
         }
         Ok(None) => {
-            metrics.transform_failures.with_label_values(&[&label, "empty"]).inc();
+            metrics
+                .transform_failures
+                .with_label_values(&[&label, "empty"])
+                .inc();
             Err("transform yielded nothing (JSONata undefined) for this event".to_owned())
         }
         Err(e) => {
-            metrics.transform_failures.with_label_values(&[&label, e.category()]).inc();
+            metrics
+                .transform_failures
+                .with_label_values(&[&label, e.category()])
+                .inc();
             Err(format!("transform failed: {e}"))
         }
     }
@@ -396,5 +615,6 @@ pub fn transform_input(event: &NewEvent) -> (Value, Vec<(&'static str, Value)>) 
 
 /// The body as JSON when it parses, else as a string.
 pub fn parse_body(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }

@@ -60,7 +60,10 @@ pub struct Store {
 /// Opens (creating if needed) the database at `url`, runs migrations, returns inflight
 /// deliveries of a previous run to the queue, and starts the writer task.
 pub async fn open(url: &str) -> Result<Store, StoreError> {
-    let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
         return Err(StoreError::UnsupportedUrl(url.to_owned()));
     };
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
@@ -79,7 +82,10 @@ pub async fn open(url: &str) -> Result<Store, StoreError> {
         .max_connections(4)
         .connect_with(options.read_only(true))
         .await?;
-    Ok(Store { writer: Writer::start(write_conn), read })
+    Ok(Store {
+        writer: Writer::start(write_conn),
+        read,
+    })
 }
 
 /// Milliseconds since the Unix epoch.

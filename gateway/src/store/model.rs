@@ -78,7 +78,11 @@ impl RouteKind {
 
     /// Parses the stored form.
     pub fn parse(text: &str) -> RouteKind {
-        if text == "subscription" { RouteKind::Subscription } else { RouteKind::Connection }
+        if text == "subscription" {
+            RouteKind::Subscription
+        } else {
+            RouteKind::Connection
+        }
     }
 }
 

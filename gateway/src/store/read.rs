@@ -162,7 +162,9 @@ fn attempt_from(r: &SqliteRow) -> Result<StoredAttempt, sqlx::Error> {
         status_code: r.try_get("status_code")?,
         error: r.try_get("error")?,
         request_headers: headers_from(r.try_get("request_headers")?),
-        response_headers: r.try_get::<Option<String>, _>("response_headers")?.map(|t| headers_from(&t)),
+        response_headers: r
+            .try_get::<Option<String>, _>("response_headers")?
+            .map(|t| headers_from(&t)),
         response_body: r.try_get("response_body")?,
         latency_ms: r.try_get("latency_ms")?,
         attempted_at: r.try_get("attempted_at")?,
@@ -173,7 +175,10 @@ fn attempt_from(r: &SqliteRow) -> Result<StoredAttempt, sqlx::Error> {
 
 /// One event by id.
 pub async fn event(pool: &SqlitePool, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-    let row = sqlx::query("SELECT * FROM events WHERE id = ?").bind(id).fetch_optional(pool).await?;
+    let row = sqlx::query("SELECT * FROM events WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.as_ref().map(event_from).transpose()?)
 }
 
@@ -197,7 +202,10 @@ pub async fn events(pool: &SqlitePool, q: &EventQuery) -> Result<Vec<StoredEvent
         qb.push(" AND received_at < ").push_bind(before);
     }
     if let Some(search) = &q.search {
-        let escaped = search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = search
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         qb.push(" AND (id LIKE ")
             .push_bind(format!("{escaped}%"))
             .push(" ESCAPE '\\' OR CAST(body AS TEXT) LIKE ")
@@ -207,13 +215,17 @@ pub async fn events(pool: &SqlitePool, q: &EventQuery) -> Result<Vec<StoredEvent
     if let Some(seq) = q.before_seq {
         qb.push(" AND seq < ").push_bind(seq);
     }
-    qb.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(q.limit) + 1);
+    qb.push(" ORDER BY seq DESC LIMIT ")
+        .push_bind(i64::from(q.limit) + 1);
     let rows = qb.build().fetch_all(pool).await?;
     Ok(rows.iter().map(event_from).collect::<Result<_, _>>()?)
 }
 
 /// Attempts matching `q`, newest first, at most `q.limit + 1`.
-pub async fn attempts(pool: &SqlitePool, q: &AttemptQuery) -> Result<Vec<StoredAttempt>, StoreError> {
+pub async fn attempts(
+    pool: &SqlitePool,
+    q: &AttemptQuery,
+) -> Result<Vec<StoredAttempt>, StoreError> {
     let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT * FROM attempts WHERE 1 = 1");
     if let Some(id) = &q.event_id {
         qb.push(" AND event_id = ").push_bind(id);
@@ -233,13 +245,17 @@ pub async fn attempts(pool: &SqlitePool, q: &AttemptQuery) -> Result<Vec<StoredA
     if let Some(seq) = q.before_seq {
         qb.push(" AND seq < ").push_bind(seq);
     }
-    qb.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(q.limit) + 1);
+    qb.push(" ORDER BY seq DESC LIMIT ")
+        .push_bind(i64::from(q.limit) + 1);
     let rows = qb.build().fetch_all(pool).await?;
     Ok(rows.iter().map(attempt_from).collect::<Result<_, _>>()?)
 }
 
 /// Every attempt of one event, oldest first.
-pub async fn attempts_of_event(pool: &SqlitePool, event_id: &str) -> Result<Vec<StoredAttempt>, StoreError> {
+pub async fn attempts_of_event(
+    pool: &SqlitePool,
+    event_id: &str,
+) -> Result<Vec<StoredAttempt>, StoreError> {
     let rows = sqlx::query("SELECT * FROM attempts WHERE event_id = ? ORDER BY seq")
         .bind(event_id)
         .fetch_all(pool)
@@ -249,28 +265,39 @@ pub async fn attempts_of_event(pool: &SqlitePool, event_id: &str) -> Result<Vec<
 
 /// One attempt by id.
 pub async fn attempt(pool: &SqlitePool, id: &str) -> Result<Option<StoredAttempt>, StoreError> {
-    let row = sqlx::query("SELECT * FROM attempts WHERE id = ?").bind(id).fetch_optional(pool).await?;
+    let row = sqlx::query("SELECT * FROM attempts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.as_ref().map(attempt_from).transpose()?)
 }
 
 /// The state of a delivery.
-pub async fn delivery_state(pool: &SqlitePool, delivery_id: &str) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
-        .bind(delivery_id)
-        .fetch_optional(pool)
-        .await?)
+pub async fn delivery_state(
+    pool: &SqlitePool,
+    delivery_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT state FROM deliveries WHERE id = ?")
+            .bind(delivery_id)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// Every persisted circuit.
 pub async fn circuits(pool: &SqlitePool) -> Result<Vec<CircuitRow>, StoreError> {
-    let rows = sqlx::query("SELECT * FROM circuits").fetch_all(pool).await?;
+    let rows = sqlx::query("SELECT * FROM circuits")
+        .fetch_all(pool)
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(CircuitRow {
                 namespace: r.try_get("namespace")?,
                 destination: r.try_get("destination")?,
                 state: r.try_get("state")?,
-                consecutive_failures: u32::try_from(r.try_get::<i64, _>("consecutive_failures")?).unwrap_or(0),
+                consecutive_failures: u32::try_from(r.try_get::<i64, _>("consecutive_failures")?)
+                    .unwrap_or(0),
                 opened_at: r.try_get("opened_at")?,
                 last_failure_at: r.try_get("last_failure_at")?,
             })
@@ -282,14 +309,16 @@ pub async fn circuits(pool: &SqlitePool) -> Result<Vec<CircuitRow>, StoreError> 
 /// Earliest due time of a waiting delivery, if any waits (claimed deliveries whose lease
 /// ran out count as due at their lease end).
 pub async fn next_due(pool: &SqlitePool) -> Result<Option<i64>, StoreError> {
-    let pending: Option<i64> = sqlx::query_scalar("SELECT MIN(due_at) FROM deliveries WHERE state = ?")
-        .bind(state::PENDING)
-        .fetch_one(pool)
-        .await?;
-    let leased: Option<i64> = sqlx::query_scalar("SELECT MIN(lease_until) FROM deliveries WHERE state = ?")
-        .bind(state::INFLIGHT)
-        .fetch_one(pool)
-        .await?;
+    let pending: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(due_at) FROM deliveries WHERE state = ?")
+            .bind(state::PENDING)
+            .fetch_one(pool)
+            .await?;
+    let leased: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(lease_until) FROM deliveries WHERE state = ?")
+            .bind(state::INFLIGHT)
+            .fetch_one(pool)
+            .await?;
     Ok(match (pending, leased) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -304,16 +333,26 @@ pub async fn queue_depths(pool: &SqlitePool) -> Result<Vec<(String, String, i64)
     .fetch_all(pool)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("namespace")?, r.try_get("destination")?, r.try_get("n")?)))
+        .map(|r| {
+            Ok((
+                r.try_get("namespace")?,
+                r.try_get("destination")?,
+                r.try_get("n")?,
+            ))
+        })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(StoreError::from)
 }
 
 /// Events by id, in no particular order.
-pub async fn events_by_ids(pool: &SqlitePool, ids: &[&str]) -> Result<Vec<StoredEvent>, StoreError> {
+pub async fn events_by_ids(
+    pool: &SqlitePool,
+    ids: &[&str],
+) -> Result<Vec<StoredEvent>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT * FROM events WHERE id IN (");
+        let mut qb: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("SELECT * FROM events WHERE id IN (");
         let mut list = qb.separated(", ");
         for id in chunk {
             list.push_bind(*id);

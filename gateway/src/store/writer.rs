@@ -86,7 +86,11 @@ impl Writer {
         Writer { tx }
     }
 
-    async fn call<T>(&self, op: Op, rx: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
+    async fn call<T>(
+        &self,
+        op: Op,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         self.tx.send(op).await.map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -100,19 +104,45 @@ impl Writer {
         dedup: Option<DedupClaim>,
     ) -> Result<InsertOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.call(Op::Insert { event, deliveries, dedup, reply }, rx).await
+        self.call(
+            Op::Insert {
+                event,
+                deliveries,
+                dedup,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Records finished delivery work. Fire and forget: if the process dies first, the
     /// deliveries' leases expire and they are attempted again (at least once).
     pub async fn complete(&self, completions: Vec<Completion>) -> Result<(), StoreError> {
-        self.tx.send(Op::Complete(completions)).await.map_err(|_| StoreError::WriterGone)
+        self.tx
+            .send(Op::Complete(completions))
+            .await
+            .map_err(|_| StoreError::WriterGone)
     }
 
     /// Claims up to `limit` due deliveries, oldest first, leasing them until `lease_until`.
-    pub async fn claim(&self, limit: u32, lease_until: i64, filter: ClaimFilter) -> Result<Vec<Job>, StoreError> {
+    pub async fn claim(
+        &self,
+        limit: u32,
+        lease_until: i64,
+        filter: ClaimFilter,
+    ) -> Result<Vec<Job>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.call(Op::Claim { limit, lease_until, filter, reply }, rx).await
+        self.call(
+            Op::Claim {
+                limit,
+                lease_until,
+                filter,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Retries by hand. Returns `None` when the delivery or event does not exist, or the
@@ -134,14 +164,26 @@ impl Writer {
     /// deliveries and attempts, and expired dedup keys. Returns the events deleted.
     pub async fn prune(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.call(Op::Prune { before, limit, reply }, rx).await
+        self.call(
+            Op::Prune {
+                before,
+                limit,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Waits until every operation queued so far is committed, then returns. Used at
     /// shutdown.
     pub async fn flush(&self) {
         let (reply, rx) = oneshot::channel();
-        let op = Op::Prune { before: i64::MIN, limit: 0, reply };
+        let op = Op::Prune {
+            before: i64::MIN,
+            limit: 0,
+            reply,
+        };
         if self.tx.send(op).await.is_ok() {
             let _ = rx.await;
         }
@@ -171,9 +213,15 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
 
 /// Replies are sent after the commit, so nobody hears "done" before the data is durable.
 enum Reply {
-    Insert(oneshot::Sender<Result<InsertOutcome, StoreError>>, InsertOutcome),
+    Insert(
+        oneshot::Sender<Result<InsertOutcome, StoreError>>,
+        InsertOutcome,
+    ),
     Claim(oneshot::Sender<Result<Vec<Job>, StoreError>>, Vec<Job>),
-    Retry(oneshot::Sender<Result<Option<String>, StoreError>>, Option<String>),
+    Retry(
+        oneshot::Sender<Result<Option<String>, StoreError>>,
+        Option<String>,
+    ),
     Prune(oneshot::Sender<Result<u64, StoreError>>, u64),
 }
 
@@ -247,7 +295,10 @@ enum ReplyValue {
     Prune(u64),
 }
 
-async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Option<ReplyValue>>, sqlx::Error> {
+async fn apply_all(
+    conn: &mut SqliteConnection,
+    ops: &[Op],
+) -> Result<Vec<Option<ReplyValue>>, sqlx::Error> {
     let mut tx = conn.begin().await?;
     let now = now_ms();
     let mut replies: Vec<Option<ReplyValue>> = Vec::with_capacity(ops.len());
@@ -258,7 +309,13 @@ async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Option
     let mut deliveries: Vec<(&NewEvent, &NewDelivery)> = Vec::new();
     let mut insert_outcomes = Vec::new();
     for op in ops {
-        if let Op::Insert { event, deliveries: ds, dedup, .. } = op {
+        if let Op::Insert {
+            event,
+            deliveries: ds,
+            dedup,
+            ..
+        } = op
+        {
             let outcome = match dedup {
                 Some(claim) => claim_dedup(&mut tx, event, claim, now).await?,
                 None => InsertOutcome::Stored,
@@ -283,15 +340,24 @@ async fn apply_all(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Option
                 completions.extend(list.iter());
                 None
             }
-            Op::Claim { limit, lease_until, filter, .. } => {
-                Some(ReplyValue::Claim(claim(&mut tx, *limit, *lease_until, filter, now).await?))
-            }
-            Op::Retry { request, .. } => Some(ReplyValue::Retry(manual_retry(&mut tx, request, now).await?)),
+            Op::Claim {
+                limit,
+                lease_until,
+                filter,
+                ..
+            } => Some(ReplyValue::Claim(
+                claim(&mut tx, *limit, *lease_until, filter, now).await?,
+            )),
+            Op::Retry { request, .. } => Some(ReplyValue::Retry(
+                manual_retry(&mut tx, request, now).await?,
+            )),
             Op::SaveCircuit(row) => {
                 save_circuit(&mut tx, row).await?;
                 None
             }
-            Op::Prune { before, limit, .. } => Some(ReplyValue::Prune(prune(&mut tx, *before, *limit, now).await?)),
+            Op::Prune { before, limit, .. } => Some(ReplyValue::Prune(
+                prune(&mut tx, *before, *limit, now).await?,
+            )),
         };
         replies.push(reply);
     }
@@ -323,13 +389,17 @@ async fn claim_dedup(
     if done.rows_affected() > 0 {
         return Ok(InsertOutcome::Stored);
     }
-    let row = sqlx::query("SELECT event_id FROM dedup_keys WHERE namespace = ? AND source = ? AND key = ?")
-        .bind(&event.namespace)
-        .bind(&event.source)
-        .bind(&claim.key)
-        .fetch_one(&mut *tx)
-        .await?;
-    Ok(InsertOutcome::Duplicate { event_id: row.try_get("event_id")? })
+    let row = sqlx::query(
+        "SELECT event_id FROM dedup_keys WHERE namespace = ? AND source = ? AND key = ?",
+    )
+    .bind(&event.namespace)
+    .bind(&event.source)
+    .bind(&claim.key)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(InsertOutcome::Duplicate {
+        event_id: row.try_get("event_id")?,
+    })
 }
 
 async fn insert_events(
@@ -352,7 +422,11 @@ async fn insert_events(
                 .push_bind(&e.content_type)
                 .push_bind(&e.source_ip)
                 .push_bind(e.received_at)
-                .push_bind(if *routed { event_status::PROCESSING } else { event_status::RECEIVED })
+                .push_bind(if *routed {
+                    event_status::PROCESSING
+                } else {
+                    event_status::RECEIVED
+                })
                 .push_bind(e.validation_errors.as_ref().map(|v| v.to_string()));
         });
         qb.build().execute(&mut *tx).await?;
@@ -376,7 +450,11 @@ async fn insert_deliveries(
                 .push_bind(&d.destination)
                 .push_bind(d.route_kind.as_str())
                 .push_bind(&d.route)
-                .push_bind(if d.lease_until.is_some() { state::INFLIGHT } else { state::PENDING })
+                .push_bind(if d.lease_until.is_some() {
+                    state::INFLIGHT
+                } else {
+                    state::PENDING
+                })
                 .push_bind(now)
                 .push_bind(d.lease_until)
                 .push_bind(now)
@@ -415,12 +493,21 @@ async fn claim(
         .push_bind(now)
         .push("))");
     if let Some((ns, dest)) = &filter.only {
-        qb.push(" AND namespace = ").push_bind(ns).push(" AND destination = ").push_bind(dest);
+        qb.push(" AND namespace = ")
+            .push_bind(ns)
+            .push(" AND destination = ")
+            .push_bind(dest);
     }
     for (ns, dest) in &filter.exclude {
-        qb.push(" AND NOT (namespace = ").push_bind(ns).push(" AND destination = ").push_bind(dest).push(")");
+        qb.push(" AND NOT (namespace = ")
+            .push_bind(ns)
+            .push(" AND destination = ")
+            .push_bind(dest)
+            .push(")");
     }
-    qb.push(" ORDER BY due_at, seq LIMIT ").push_bind(i64::from(limit)).push(")");
+    qb.push(" ORDER BY due_at, seq LIMIT ")
+        .push_bind(i64::from(limit))
+        .push(")");
     qb.push(" RETURNING id, event_id, namespace, destination, route_kind, route, attempts, round_attempts, due_at, seq");
     let rows = qb.build().fetch_all(&mut *tx).await?;
     let mut jobs: Vec<(i64, i64, Job)> = rows
@@ -437,7 +524,8 @@ async fn claim(
                     route_kind: RouteKind::parse(r.try_get("route_kind")?),
                     route: r.try_get("route")?,
                     attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                    round_attempts: u32::try_from(r.try_get::<i64, _>("round_attempts")?).unwrap_or(0),
+                    round_attempts: u32::try_from(r.try_get::<i64, _>("round_attempts")?)
+                        .unwrap_or(0),
                 },
             ))
         })
@@ -447,11 +535,19 @@ async fn claim(
     Ok(jobs.into_iter().map(|(_, _, j)| j).collect())
 }
 
-async fn complete(tx: &mut SqliteConnection, completions: &[&Completion], now: i64) -> Result<(), sqlx::Error> {
+async fn complete(
+    tx: &mut SqliteConnection,
+    completions: &[&Completion],
+    now: i64,
+) -> Result<(), sqlx::Error> {
     if completions.is_empty() {
         return Ok(());
     }
-    let attempts: Vec<&Completion> = completions.iter().copied().filter(|c| c.attempt.is_some()).collect();
+    let attempts: Vec<&Completion> = completions
+        .iter()
+        .copied()
+        .filter(|c| c.attempt.is_some())
+        .collect();
     for chunk in attempts.chunks(ROWS_PER_INSERT / 2) {
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
             "INSERT INTO attempts (id, delivery_id, event_id, namespace, destination, route_kind, route, attempt_number, status, status_code, error, request_headers, response_headers, response_body, latency_ms, attempted_at, next_retry_at, is_dlq) ",
@@ -508,7 +604,10 @@ async fn complete(tx: &mut SqliteConnection, completions: &[&Completion], now: i
         .execute(&mut *tx)
         .await?;
     }
-    let mut event_ids: Vec<&str> = completions.iter().map(|c| c.job.event_id.as_str()).collect();
+    let mut event_ids: Vec<&str> = completions
+        .iter()
+        .map(|c| c.job.event_id.as_str())
+        .collect();
     event_ids.sort_unstable();
     event_ids.dedup();
     for id in event_ids {
@@ -517,7 +616,10 @@ async fn complete(tx: &mut SqliteConnection, completions: &[&Completion], now: i
     Ok(())
 }
 
-async fn refresh_event_status(tx: &mut SqliteConnection, event_id: &str) -> Result<(), sqlx::Error> {
+async fn refresh_event_status(
+    tx: &mut SqliteConnection,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE events SET status = COALESCE((
              SELECT CASE
@@ -534,7 +636,11 @@ async fn refresh_event_status(tx: &mut SqliteConnection, event_id: &str) -> Resu
     Ok(())
 }
 
-async fn manual_retry(tx: &mut SqliteConnection, request: &ManualRetry, now: i64) -> Result<Option<String>, sqlx::Error> {
+async fn manual_retry(
+    tx: &mut SqliteConnection,
+    request: &ManualRetry,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
     match request {
         ManualRetry::Delivery { delivery_id } => {
             let row = sqlx::query("SELECT event_id, state FROM deliveries WHERE id = ?")
@@ -559,7 +665,10 @@ async fn manual_retry(tx: &mut SqliteConnection, request: &ManualRetry, now: i64
             refresh_event_status(tx, &event_id).await?;
             Ok(Some(state::PENDING.to_owned()))
         }
-        ManualRetry::Event { event_id, deliveries } => {
+        ManualRetry::Event {
+            event_id,
+            deliveries,
+        } => {
             let row = sqlx::query("SELECT namespace FROM events WHERE id = ?")
                 .bind(event_id)
                 .fetch_optional(&mut *tx)
@@ -609,7 +718,12 @@ async fn save_circuit(tx: &mut SqliteConnection, row: &CircuitRow) -> Result<(),
     Ok(())
 }
 
-async fn prune(tx: &mut SqliteConnection, before: i64, limit: u32, now: i64) -> Result<u64, sqlx::Error> {
+async fn prune(
+    tx: &mut SqliteConnection,
+    before: i64,
+    limit: u32,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
     if limit == 0 {
         return Ok(0);
     }
@@ -625,7 +739,8 @@ async fn prune(tx: &mut SqliteConnection, before: i64, limit: u32, now: i64) -> 
     .await?;
     for chunk in ids.chunks(ROWS_PER_INSERT) {
         for table in ["attempts", "deliveries"] {
-            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!("DELETE FROM {table} WHERE event_id IN ("));
+            let mut qb: QueryBuilder<'_, Sqlite> =
+                QueryBuilder::new(format!("DELETE FROM {table} WHERE event_id IN ("));
             let mut list = qb.separated(", ");
             for id in chunk {
                 list.push_bind(id);
@@ -633,7 +748,8 @@ async fn prune(tx: &mut SqliteConnection, before: i64, limit: u32, now: i64) -> 
             qb.push(")");
             qb.build().execute(&mut *tx).await?;
         }
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("DELETE FROM events WHERE id IN (");
+        let mut qb: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("DELETE FROM events WHERE id IN (");
         let mut list = qb.separated(", ");
         for id in chunk {
             list.push_bind(id);
@@ -641,6 +757,9 @@ async fn prune(tx: &mut SqliteConnection, before: i64, limit: u32, now: i64) -> 
         qb.push(")");
         qb.build().execute(&mut *tx).await?;
     }
-    sqlx::query("DELETE FROM dedup_keys WHERE expires_at <= ?").bind(now).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM dedup_keys WHERE expires_at <= ?")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     Ok(ids.len() as u64)
 }

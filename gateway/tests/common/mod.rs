@@ -1,6 +1,6 @@
-//! Test harness: a real gateway process on a free port with its own manifests folder and
+//! Test harness: a real gateway process on a port of its own with its own manifests folder and
 //! SQLite file, and real HTTP receivers that record what they get and answer as scripted.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 /// An API key accepted by every test gateway.
-pub const API_KEY: &str = "hs_test_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const API_KEY: &str =
+    "hs_test_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// A running gateway process.
 pub struct Gateway {
@@ -28,10 +29,6 @@ pub struct Gateway {
     port: u16,
     extra_args: Vec<String>,
     http: reqwest::Client,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Gateway {
@@ -49,11 +46,10 @@ impl Gateway {
             child: None,
             base: String::new(),
             dir,
-            port: free_port(),
+            port: 0,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             http: reqwest::Client::new(),
         };
-        gw.base = format!("http://127.0.0.1:{}", gw.port);
         gw.spawn().await;
         gw
     }
@@ -73,9 +69,12 @@ impl Gateway {
         cmd.arg("--manifests")
             .arg(self.manifests_dir())
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("127.0.0.1:0")
             .arg("--database")
-            .arg(format!("sqlite://{}", self.dir.path().join("hookstream.db").display()))
+            .arg(format!(
+                "sqlite://{}",
+                self.dir.path().join("hookstream.db").display()
+            ))
             .args(&self.extra_args)
             .env("HOOKSTREAM_API_KEYS", API_KEY)
             .env("RUST_LOG", "info,hookstream_gateway=debug")
@@ -85,25 +84,56 @@ impl Gateway {
         cmd
     }
 
+    /// The address the gateway logged after `from` bytes of its log, once it is listening.
+    fn logged_listen_port(&self, from: usize) -> Option<u16> {
+        let log = self.log();
+        let line = log
+            .get(from..)?
+            .lines()
+            .find(|l| l.contains("hookstream gateway started"))?;
+        let addr = line.split("listen=").nth(1)?.split_whitespace().next()?;
+        addr.rsplit(':').next()?.parse().ok()
+    }
+
     async fn spawn(&mut self) {
+        // The gateway binds port 0 and logs the port it got, so concurrent tests never race
+        // for a port.
+        let log_start = self.log().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("gateway.log"))
             .unwrap();
-        let child = self.command().stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("gateway exited at start with {status}:\n{}", self.log());
             }
+            if let Some(port) = self.logged_listen_port(log_start) {
+                self.port = port;
+                self.base = format!("http://127.0.0.1:{port}");
+            }
+            if self.port == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
             if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
                 if r.status().is_success() {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "gateway not ready in 20 s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready in 20 s:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -119,26 +149,41 @@ impl Gateway {
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("gateway is running");
-        let ok = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(status) = c.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "gateway did not stop within 40 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not stop within 40 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Starts the process again on the same folder, database and port.
+    /// Starts the process again on the same folder and database. It listens on a new port:
+    /// while it was down, another test's gateway may have taken the old one.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the gateway first");
+        self.port = 0;
         self.spawn().await;
     }
 
     /// Sends a webhook to a source.
-    pub async fn ingest(&self, ns: &str, source: &str, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    pub async fn ingest(
+        &self,
+        ns: &str,
+        source: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut req = self
             .http
             .post(format!("{}/v1/ingest/{ns}/{source}", self.base))
@@ -152,14 +197,26 @@ impl Gateway {
 
     /// GET an API path with the key; returns status and JSON.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).header("x-api-key", API_KEY).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .unwrap();
         let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// POST an API path with the key; returns status and JSON.
     pub async fn post(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.http.post(format!("{}{path}", self.base)).header("x-api-key", API_KEY).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .unwrap();
         let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -172,14 +229,25 @@ impl Gateway {
             if code == StatusCode::OK && body["status"] == status {
                 return body;
             }
-            assert!(Instant::now() < deadline, "event {id} not {status} within {within:?}: {body}\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "event {id} not {status} within {within:?}: {body}\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Text of `/metrics`.
     pub async fn metrics(&self) -> String {
-        self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -214,7 +282,9 @@ impl Received {
 
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
 }
 
@@ -232,7 +302,11 @@ pub struct Answer {
 impl Answer {
     /// Just a status.
     pub fn status(status: u16) -> Answer {
-        Answer { status, headers: Vec::new(), delay: Duration::ZERO }
+        Answer {
+            status,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+        }
     }
 }
 
@@ -257,9 +331,14 @@ impl Receiver {
         let state = Arc::new(Mutex::new(ReceiverState::default()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let app = axum::Router::new().fallback(record).with_state(state.clone());
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { url: format!("http://{addr}"), state }
+        Receiver {
+            url: format!("http://{addr}"),
+            state,
+        }
     }
 
     /// The next answers, in order; after them the default.
@@ -285,7 +364,12 @@ impl Receiver {
             if got.len() >= n {
                 return got;
             }
-            assert!(Instant::now() < deadline, "receiver {} got {} of {n} requests within {within:?}", self.url, got.len());
+            assert!(
+                Instant::now() < deadline,
+                "receiver {} got {} of {n} requests within {within:?}",
+                self.url,
+                got.len()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -300,8 +384,19 @@ async fn record(
 ) -> Response {
     let answer = {
         let mut s = state.lock().unwrap();
-        let answer = s.script.pop_front().or_else(|| s.default.clone()).unwrap_or(Answer::status(200));
-        s.got.push(Received { at: Instant::now(), method, uri, headers, body, status: answer.status });
+        let answer = s
+            .script
+            .pop_front()
+            .or_else(|| s.default.clone())
+            .unwrap_or(Answer::status(200));
+        s.got.push(Received {
+            at: Instant::now(),
+            method,
+            uri,
+            headers,
+            body,
+            status: answer.status,
+        });
         answer
     };
     if !answer.delay.is_zero() {
@@ -327,5 +422,33 @@ pub fn hmac_sha256_hex(secret: &str, body: &str) -> String {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+impl Gateway {
+    /// Starts a gateway whose manifests folder holds `files`, each a path relative to the
+    /// folder (sub-folders are created) and its text, and waits until it is ready.
+    pub async fn start_with_files(files: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir_all(&manifests).unwrap();
+        for (path, text) in files {
+            let file = manifests.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        }
+        let mut gw = Gateway {
+            child: None,
+            base: String::new(),
+            dir,
+            port: 0,
+            extra_args: Vec::new(),
+            http: reqwest::Client::new(),
+        };
+        gw.spawn().await;
+        gw
+    }
 }
