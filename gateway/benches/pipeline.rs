@@ -7,8 +7,8 @@
 //!    webhook to its arrival at the receiver (p50, p95, p99, max).
 //!
 //! Run: `cargo bench -p hookstream-gateway --bench pipeline`. Tunables (environment):
-//! `BENCH_INGEST_EVENTS` (default 60000), `BENCH_CONCURRENCY` (64), `BENCH_RATE` (5000),
-//! `BENCH_SECONDS` (10).
+//! `BENCH_INGEST_EVENTS` (default 60000), `BENCH_CONCURRENCY` (ingest senders, 64),
+//! `BENCH_RATE` (5000), `BENCH_SECONDS` (10), `BENCH_E2E_CONCURRENCY` (paced senders, 256).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -304,10 +304,12 @@ fn main() {
     runtime.block_on(async {
         let concurrency = env_or("BENCH_CONCURRENCY", 64);
         bench_ingest(env_or("BENCH_INGEST_EVENTS", 60_000), concurrency).await;
+        // Paced senders wait for each answer, so the offered rate needs enough of them to
+        // absorb the answer latency.
         bench_end_to_end(
             env_or("BENCH_RATE", 5_000),
             env_or("BENCH_SECONDS", 10),
-            concurrency,
+            env_or("BENCH_E2E_CONCURRENCY", 256),
         )
         .await;
     });

@@ -1,5 +1,9 @@
 -- hookstream gateway schema: events, their deliveries (the job queue), attempts, dedup keys
 -- and circuit breaker state. Times are unix milliseconds.
+--
+-- Every index costs a b-tree write per insert and per state change on the ingest and
+-- delivery paths, so only lookups that would otherwise scan a whole table get one; filters
+-- such as status or is_dlq walk the newest-first seq order instead.
 
 CREATE TABLE events (
     seq               INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -19,7 +23,6 @@ CREATE TABLE events (
 );
 CREATE INDEX events_source ON events (namespace, source, seq);
 CREATE INDEX events_received ON events (received_at);
-CREATE INDEX events_status ON events (status, seq);
 
 CREATE TABLE deliveries (
     seq            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,7 +43,6 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (state, due_at, seq);
 CREATE INDEX deliveries_event ON deliveries (event_id);
-CREATE INDEX deliveries_destination ON deliveries (namespace, destination, state, due_at, seq);
 
 CREATE TABLE attempts (
     seq              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -64,9 +66,7 @@ CREATE TABLE attempts (
     is_dlq           INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX attempts_event ON attempts (event_id, seq);
-CREATE INDEX attempts_delivery ON attempts (delivery_id, seq);
 CREATE INDEX attempts_destination ON attempts (namespace, destination, seq);
-CREATE INDEX attempts_dlq ON attempts (is_dlq, seq);
 CREATE INDEX attempts_time ON attempts (attempted_at);
 
 CREATE TABLE dedup_keys (

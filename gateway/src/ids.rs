@@ -1,10 +1,17 @@
-//! Identifiers: a prefix and 32 random hex digits (128 bits).
+//! Identifiers: a prefix and 32 hex digits: 48 bits of milliseconds since the Unix epoch,
+//! then 80 random bits.
+//!
+//! The time prefix keeps new ids in order, so inserting them touches the last pages of the
+//! unique indexes instead of a random page per row: at thousands of events a second this is
+//! the difference between appending a few pages per commit and rewriting hundreds.
 
 use rand::RngCore;
 
 fn make(prefix: &str) -> String {
     let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
+    let ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    rand::rng().fill_bytes(&mut bytes[6..]);
     format!("{prefix}{}", hex::encode(bytes))
 }
 
@@ -26,4 +33,19 @@ pub fn attempt() -> String {
 /// A new request id, `req_…`.
 pub fn request() -> String {
     make("req_")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_prefixed_hex_and_ordered_by_time() {
+        let a = super::event();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = super::event();
+        assert!(
+            a.starts_with("evt_") && a.len() == 36 && a[4..].bytes().all(|c| c.is_ascii_hexdigit())
+        );
+        assert!(a < b, "{a} then {b}");
+        assert_ne!(super::attempt(), super::attempt());
+    }
 }

@@ -21,9 +21,11 @@ use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{self, Store};
 
-/// What request handlers share.
-#[derive(Clone)]
-pub struct AppState {
+/// What request handlers share; cloned per request, so one `Arc`.
+pub type AppState = Arc<App>;
+
+/// The parts of a running gateway that handlers use.
+pub struct App {
     /// Current routing snapshot.
     pub config: ConfigHandle,
     /// Database.
@@ -125,7 +127,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         routes = initial.routes.len(),
         "config loaded"
     );
-    let store = store::open(&settings.database)
+    let store = store::open(&settings.database, settings.sqlite_sync)
         .await
         .with_context(|| format!("cannot open database {}", settings.database))?;
     let metrics = Metrics::new();
@@ -153,13 +155,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
 
     let settings = Arc::new(settings);
-    let app = AppState {
+    let app = Arc::new(App {
         config: config_rx,
         store: store.clone(),
         dispatcher,
         metrics,
         settings: settings.clone(),
-    };
+    });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -32,6 +32,16 @@ pub struct Settings {
     /// Largest request body accepted by ingest, in bytes (a Source may set a lower limit).
     #[arg(long, env = "HOOKSTREAM_MAX_BODY_BYTES", default_value_t = 25 * 1024 * 1024)]
     pub max_body_bytes: u64,
+    /// When a SQLite commit counts as done: `full` fsyncs before the sender hears 200 (safe
+    /// across power loss); `normal` leaves it to the OS cache (safe across the gateway being
+    /// killed, not across a machine crash).
+    #[arg(
+        long,
+        env = "HOOKSTREAM_SQLITE_SYNC",
+        value_enum,
+        default_value = "full"
+    )]
+    pub sqlite_sync: crate::store::SqliteSync,
     /// How long events and attempts are kept, like 30d or 12h.
     #[arg(long, env = "HOOKSTREAM_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,

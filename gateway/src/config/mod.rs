@@ -25,6 +25,8 @@ pub struct RuntimeSource {
     pub schema: Option<jsonschema::Validator>,
     /// Routes whose events come from this Source.
     pub routes: Vec<Arc<Route>>,
+    /// Whether ingest must parse the body as JSON (schema, body filters or body dedup).
+    pub needs_body: bool,
 }
 
 /// A route from a Source or Topic to a Destination.
@@ -164,10 +166,16 @@ impl RuntimeConfig {
                 }
                 None => None,
             };
+            let routes = by_source.remove(&s.key).unwrap_or_default();
+            let body_dedup = s
+                .dedup
+                .as_ref()
+                .is_some_and(|d| d.strategy == hookstream_crds::v1alpha1::DedupStrategy::BodyField);
             let runtime = RuntimeSource {
+                needs_body: schema.is_some() || body_dedup || routes.iter().any(|r| r.needs_body()),
                 config: s.clone(),
                 schema,
-                routes: by_source.remove(&s.key).unwrap_or_default(),
+                routes,
             };
             sources.insert(s.key.clone(), Arc::new(runtime));
         }

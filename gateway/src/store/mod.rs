@@ -57,9 +57,19 @@ pub struct Store {
     pub read: SqlitePool,
 }
 
+/// When a SQLite commit counts as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSync {
+    /// The commit is fsynced before anyone hears of it: it survives power loss.
+    Full,
+    /// The commit is in the operating system's cache: it survives the gateway being killed
+    /// (even with SIGKILL), not a crash of the machine itself. Faster on slow disks.
+    Normal,
+}
+
 /// Opens (creating if needed) the database at `url`, runs migrations, returns inflight
 /// deliveries of a previous run to the queue, and starts the writer task.
-pub async fn open(url: &str) -> Result<Store, StoreError> {
+pub async fn open(url: &str, sync: SqliteSync) -> Result<Store, StoreError> {
     let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -69,8 +79,10 @@ pub async fn open(url: &str) -> Result<Store, StoreError> {
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        // FULL: a commit is on disk before the sender gets its 200, even across power loss.
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(match sync {
+            SqliteSync::Full => SqliteSynchronous::Full,
+            SqliteSync::Normal => SqliteSynchronous::Normal,
+        })
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(false)
         .pragma("wal_autocheckpoint", "4000")
@@ -83,7 +95,7 @@ pub async fn open(url: &str) -> Result<Store, StoreError> {
         .connect_with(options.read_only(true))
         .await?;
     Ok(Store {
-        writer: Writer::start(write_conn),
+        writer: Writer::start(write_conn).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?,
         read,
     })
 }

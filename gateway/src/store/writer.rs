@@ -80,10 +80,19 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task on `conn`.
-    pub fn start(conn: SqliteConnection) -> Writer {
+    ///
+    /// The writer runs on a thread of its own: a commit takes several round trips to
+    /// SQLite, and on the shared runtime each of them would wait behind every request
+    /// being served, stretching the commit (and so every sender's wait) under load.
+    pub fn start(conn: SqliteConnection) -> Result<Writer, std::io::Error> {
         let (tx, rx) = mpsc::channel(16_384);
-        tokio::spawn(run(conn, rx));
-        Writer { tx }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("hookstream-writer".to_owned())
+            .spawn(move || runtime.block_on(run(conn, rx)))?;
+        Ok(Writer { tx })
     }
 
     async fn call<T>(
@@ -576,33 +585,37 @@ async fn complete(
         });
         qb.build().execute(&mut *tx).await?;
     }
-    for c in completions {
-        let attempted = i64::from(c.attempt.is_some());
-        let (new_state, due_at) = match c.outcome {
-            Outcome::Succeeded => (state::SUCCEEDED, None),
-            Outcome::Retry { due_at } => (state::PENDING, Some(due_at)),
-            Outcome::Dead => (state::DEAD, None),
-            Outcome::Release => (state::PENDING, None),
-            Outcome::Cancelled => (state::CANCELLED, None),
-        };
+    // One statement per chunk for the state changes and one for the event statuses: at
+    // thousands of deliveries a second, per-row statements would dominate the commit.
+    for chunk in completions.chunks(ROWS_PER_INSERT / 2) {
+        let mut qb: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("WITH v(id, state, due_at, attempted, error) AS (");
+        qb.push_values(chunk, |mut row, c| {
+            let (new_state, due_at) = match c.outcome {
+                Outcome::Succeeded => (state::SUCCEEDED, None),
+                Outcome::Retry { due_at } => (state::PENDING, Some(due_at)),
+                Outcome::Dead => (state::DEAD, None),
+                Outcome::Release => (state::PENDING, None),
+                Outcome::Cancelled => (state::CANCELLED, None),
+            };
+            row.push_bind(&c.job.delivery_id)
+                .push_bind(new_state)
+                .push_bind(due_at)
+                .push_bind(i64::from(c.attempt.is_some()))
+                .push_bind(&c.error);
+        });
         // Only the holder of the claim may finish it: a delivery retried by hand while an
         // attempt was in flight keeps its new state.
-        sqlx::query(
-            "UPDATE deliveries SET state = ?, due_at = COALESCE(?, due_at), lease_until = NULL,
-                 attempts = attempts + ?, round_attempts = round_attempts + ?,
-                 last_error = COALESCE(?, last_error), updated_at = ?
-             WHERE id = ? AND state = ?",
+        qb.push(
+            ") UPDATE deliveries SET state = v.state, due_at = COALESCE(v.due_at, deliveries.due_at),
+                 lease_until = NULL, attempts = deliveries.attempts + v.attempted,
+                 round_attempts = deliveries.round_attempts + v.attempted,
+                 last_error = COALESCE(v.error, deliveries.last_error), updated_at = ",
         )
-        .bind(new_state)
-        .bind(due_at)
-        .bind(attempted)
-        .bind(attempted)
-        .bind(&c.error)
-        .bind(now)
-        .bind(&c.job.delivery_id)
-        .bind(state::INFLIGHT)
-        .execute(&mut *tx)
-        .await?;
+        .push_bind(now)
+        .push(" FROM v WHERE deliveries.id = v.id AND deliveries.state = ")
+        .push_bind(state::INFLIGHT);
+        qb.build().execute(&mut *tx).await?;
     }
     let mut event_ids: Vec<&str> = completions
         .iter()
@@ -610,8 +623,8 @@ async fn complete(
         .collect();
     event_ids.sort_unstable();
     event_ids.dedup();
-    for id in event_ids {
-        refresh_event_status(tx, id).await?;
+    for chunk in event_ids.chunks(ROWS_PER_INSERT) {
+        refresh_event_statuses(tx, chunk).await?;
     }
     Ok(())
 }
@@ -620,19 +633,29 @@ async fn refresh_event_status(
     tx: &mut SqliteConnection,
     event_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    refresh_event_statuses(tx, &[event_id]).await
+}
+
+/// Derives each event's status from its deliveries.
+async fn refresh_event_statuses(
+    tx: &mut SqliteConnection,
+    event_ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
         "UPDATE events SET status = COALESCE((
              SELECT CASE
                  WHEN SUM(state IN ('pending', 'inflight')) > 0 THEN 'processing'
                  WHEN SUM(state IN ('dead', 'cancelled')) > 0 THEN 'failed'
                  ELSE 'delivered' END
-             FROM deliveries WHERE event_id = ?), 'received')
-         WHERE id = ?",
-    )
-    .bind(event_id)
-    .bind(event_id)
-    .execute(&mut *tx)
-    .await?;
+             FROM deliveries WHERE deliveries.event_id = events.id), 'received')
+         WHERE id IN (",
+    );
+    let mut list = qb.separated(", ");
+    for id in event_ids {
+        list.push_bind(*id);
+    }
+    qb.push(")");
+    qb.build().execute(&mut *tx).await?;
     Ok(())
 }
 
