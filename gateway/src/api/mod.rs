@@ -81,11 +81,12 @@ fn parse_limit(limit: Option<&str>) -> Result<u32, ApiError> {
     }
 }
 
-fn encode_cursor(seq: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("seq:{seq}"))
+/// A list position: the time and sequence number of the last item of a page.
+fn encode_cursor((at, seq): (i64, i64)) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{at}:{seq}"))
 }
 
-fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+fn decode_cursor(cursor: Option<&str>) -> Result<Option<(i64, i64)>, ApiError> {
     let Some(text) = cursor.filter(|c| !c.is_empty()) else {
         return Ok(None);
     };
@@ -93,7 +94,10 @@ fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
         .decode(text)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("seq:").and_then(|n| n.parse().ok()))
+        .and_then(|s| {
+            let (at, seq) = s.split_once(':')?;
+            Some((at.parse().ok()?, seq.parse().ok()?))
+        })
         .map(Some)
         .ok_or_else(|| {
             ApiError::bad_request(
@@ -106,12 +110,12 @@ fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
 fn page<T>(
     mut items: Vec<T>,
     limit: u32,
-    seq: impl Fn(&T) -> i64,
+    position: impl Fn(&T) -> (i64, i64),
 ) -> (Vec<T>, Option<String>, bool) {
     let has_more = items.len() > limit as usize;
     items.truncate(limit as usize);
     let cursor = if has_more {
-        items.last().map(|i| encode_cursor(seq(i)))
+        items.last().map(|i| encode_cursor(position(i)))
     } else {
         None
     };
@@ -244,11 +248,11 @@ async fn list_events(
             .map(|t| parse_time("before", t))
             .transpose()?,
         search: p.search.filter(|s| !s.is_empty()),
-        before_seq: decode_cursor(p.cursor.as_deref())?,
+        after_position: decode_cursor(p.cursor.as_deref())?,
         limit,
     };
     let rows = read::events(&app.store.read, &query).await?;
-    let (rows, cursor, has_more) = page(rows, limit, |e| e.seq);
+    let (rows, cursor, has_more) = page(rows, limit, |e| (e.received_at, e.seq));
     Ok(Json(list_body(
         "events",
         rows.iter().map(event_summary).collect(),
@@ -388,11 +392,11 @@ async fn list_attempts(
         destination,
         status: p.status,
         dlq_only,
-        before_seq: decode_cursor(p.cursor.as_deref())?,
+        after_position: decode_cursor(p.cursor.as_deref())?,
         limit,
     };
     let rows = read::attempts(&app.store.read, &query).await?;
-    let (rows, cursor, has_more) = page(rows, limit, |a| a.seq);
+    let (rows, cursor, has_more) = page(rows, limit, |a| (a.attempted_at, a.seq));
     Ok(Json(list_body(
         "delivery_attempts",
         rows.iter().map(attempt_summary).collect(),

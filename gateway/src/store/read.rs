@@ -82,7 +82,7 @@ pub struct StoredAttempt {
     pub is_dlq: bool,
 }
 
-/// Filters for listing events; newest first.
+/// Filters for listing events; newest first by receive time.
 #[derive(Clone, Debug, Default)]
 pub struct EventQuery {
     /// Source namespace.
@@ -97,13 +97,14 @@ pub struct EventQuery {
     pub before: Option<i64>,
     /// Event id prefix or body text.
     pub search: Option<String>,
-    /// Only events older than this position (the cursor).
-    pub before_seq: Option<i64>,
+    /// Only events after this (received_at, seq) position in newest-first order (the
+    /// cursor).
+    pub after_position: Option<(i64, i64)>,
     /// Page size.
     pub limit: u32,
 }
 
-/// Filters for listing attempts; newest first.
+/// Filters for listing attempts; newest first by attempt time.
 #[derive(Clone, Debug, Default)]
 pub struct AttemptQuery {
     /// Event.
@@ -116,8 +117,9 @@ pub struct AttemptQuery {
     pub status: Option<String>,
     /// Only attempts that dead-lettered their delivery.
     pub dlq_only: bool,
-    /// Only attempts older than this position (the cursor).
-    pub before_seq: Option<i64>,
+    /// Only attempts after this (attempted_at, seq) position in newest-first order (the
+    /// cursor).
+    pub after_position: Option<(i64, i64)>,
     /// Page size.
     pub limit: u32,
 }
@@ -212,10 +214,16 @@ pub async fn events(pool: &SqlitePool, q: &EventQuery) -> Result<Vec<StoredEvent
             .push_bind(format!("%{escaped}%"))
             .push(" ESCAPE '\\')");
     }
-    if let Some(seq) = q.before_seq {
-        qb.push(" AND seq < ").push_bind(seq);
+    if let Some((at, seq)) = q.after_position {
+        qb.push(" AND (received_at < ")
+            .push_bind(at)
+            .push(" OR (received_at = ")
+            .push_bind(at)
+            .push(" AND seq < ")
+            .push_bind(seq)
+            .push("))");
     }
-    qb.push(" ORDER BY seq DESC LIMIT ")
+    qb.push(" ORDER BY received_at DESC, seq DESC LIMIT ")
         .push_bind(i64::from(q.limit) + 1);
     let rows = qb.build().fetch_all(pool).await?;
     Ok(rows.iter().map(event_from).collect::<Result<_, _>>()?)
@@ -242,10 +250,16 @@ pub async fn attempts(
     if q.dlq_only {
         qb.push(" AND is_dlq = 1");
     }
-    if let Some(seq) = q.before_seq {
-        qb.push(" AND seq < ").push_bind(seq);
+    if let Some((at, seq)) = q.after_position {
+        qb.push(" AND (attempted_at < ")
+            .push_bind(at)
+            .push(" OR (attempted_at = ")
+            .push_bind(at)
+            .push(" AND seq < ")
+            .push_bind(seq)
+            .push("))");
     }
-    qb.push(" ORDER BY seq DESC LIMIT ")
+    qb.push(" ORDER BY attempted_at DESC, seq DESC LIMIT ")
         .push_bind(i64::from(q.limit) + 1);
     let rows = qb.build().fetch_all(pool).await?;
     Ok(rows.iter().map(attempt_from).collect::<Result<_, _>>()?)

@@ -304,49 +304,95 @@ enum ReplyValue {
     Prune(u64),
 }
 
+/// Statements of one commit, sent to SQLite in one round trip: under load each round trip
+/// between the writer and SQLite's thread waits for a CPU, so their number, more than the
+/// work in them, sets how long a commit (and every sender's wait) takes.
+struct Statements<'a> {
+    qb: QueryBuilder<'a, Sqlite>,
+    count: usize,
+}
+
+impl<'a> Statements<'a> {
+    fn new() -> Self {
+        Statements {
+            qb: QueryBuilder::new(""),
+            count: 0,
+        }
+    }
+
+    /// Starts the next statement with `sql` and returns the builder to continue it.
+    fn next(&mut self, sql: &str) -> &mut QueryBuilder<'a, Sqlite> {
+        if self.count > 0 {
+            self.qb.push(";\n");
+        }
+        self.count += 1;
+        self.qb.push(sql);
+        &mut self.qb
+    }
+
+    async fn execute(mut self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        if self.count > 0 {
+            // Each batch has its own text: caching its prepared form would only evict
+            // the statements that do repeat.
+            self.qb.build().persistent(false).execute(conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether an operation needs nothing back from the database but success.
+fn is_plain(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Insert { dedup: None, .. } | Op::Complete(_) | Op::SaveCircuit(_)
+    )
+}
+
 async fn apply_all(
     conn: &mut SqliteConnection,
     ops: &[Op],
 ) -> Result<Vec<Option<ReplyValue>>, sqlx::Error> {
-    let mut tx = conn.begin().await?;
     let now = now_ms();
-    let mut replies: Vec<Option<ReplyValue>> = Vec::with_capacity(ops.len());
-
-    // Inserts first, batched into multi-row statements: dedup claims decide which events
-    // are stored.
-    let mut events: Vec<(&NewEvent, bool)> = Vec::new();
-    let mut deliveries: Vec<(&NewEvent, &NewDelivery)> = Vec::new();
-    let mut insert_outcomes = Vec::new();
-    for op in ops {
-        if let Op::Insert {
-            event,
-            deliveries: ds,
-            dedup,
-            ..
-        } = op
-        {
-            let outcome = match dedup {
-                Some(claim) => claim_dedup(&mut tx, event, claim, now).await?,
-                None => InsertOutcome::Stored,
-            };
-            if outcome == InsertOutcome::Stored {
-                let event: &NewEvent = event;
-                events.push((event, !ds.is_empty()));
-                deliveries.extend(ds.iter().map(|d| (event, d)));
-            }
-            insert_outcomes.push(outcome);
+    if ops.iter().all(is_plain) {
+        // The common case, ingest and delivery results: the whole transaction, BEGIN to
+        // COMMIT, in one round trip.
+        let refs: Vec<&Op> = ops.iter().collect();
+        let mut st = Statements::new();
+        st.next("BEGIN IMMEDIATE");
+        push_plain(&mut st, &refs, now);
+        st.next("COMMIT");
+        if let Err(e) = st.execute(conn).await {
+            // The transaction is still open when a statement after BEGIN failed; when none
+            // is open, ROLLBACK fails harmlessly.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(e);
         }
+        return Ok(ops
+            .iter()
+            .map(|op| {
+                matches!(op, Op::Insert { .. }).then_some(ReplyValue::Insert(InsertOutcome::Stored))
+            })
+            .collect());
     }
-    insert_events(&mut tx, &events).await?;
-    insert_deliveries(&mut tx, &deliveries, now).await?;
 
-    let mut insert_outcomes = insert_outcomes.into_iter();
-    let mut completions: Vec<&Completion> = Vec::new();
+    let mut tx = conn.begin().await?;
+    let mut plain: Vec<&Op> = Vec::with_capacity(ops.len());
+    let mut replies: Vec<Option<ReplyValue>> = Vec::with_capacity(ops.len());
     for op in ops {
         let reply = match op {
-            Op::Insert { .. } => insert_outcomes.next().map(ReplyValue::Insert),
-            Op::Complete(list) => {
-                completions.extend(list.iter());
+            Op::Insert { event, dedup, .. } => {
+                // The dedup claim decides whether the event is stored.
+                let outcome = match dedup {
+                    Some(claim) => claim_dedup(&mut tx, event, claim, now).await?,
+                    None => InsertOutcome::Stored,
+                };
+                if outcome == InsertOutcome::Stored {
+                    plain.push(op);
+                }
+                Some(ReplyValue::Insert(outcome))
+            }
+            Op::Complete(_) | Op::SaveCircuit(_) => {
+                plain.push(op);
                 None
             }
             Op::Claim {
@@ -360,19 +406,47 @@ async fn apply_all(
             Op::Retry { request, .. } => Some(ReplyValue::Retry(
                 manual_retry(&mut tx, request, now).await?,
             )),
-            Op::SaveCircuit(row) => {
-                save_circuit(&mut tx, row).await?;
-                None
-            }
             Op::Prune { before, limit, .. } => Some(ReplyValue::Prune(
                 prune(&mut tx, *before, *limit, now).await?,
             )),
         };
         replies.push(reply);
     }
-    complete(&mut tx, &completions, now).await?;
+    let mut st = Statements::new();
+    push_plain(&mut st, &plain, now);
+    st.execute(&mut tx).await?;
     tx.commit().await?;
     Ok(replies)
+}
+
+/// Adds the statements of stored inserts, completions and circuit saves.
+fn push_plain<'a>(st: &mut Statements<'a>, ops: &[&'a Op], now: i64) {
+    let mut events: Vec<(&'a NewEvent, bool)> = Vec::new();
+    let mut deliveries: Vec<(&'a NewEvent, &'a NewDelivery)> = Vec::new();
+    let mut completions: Vec<&'a Completion> = Vec::new();
+    let mut circuits: Vec<&'a CircuitRow> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Insert {
+                event,
+                deliveries: ds,
+                ..
+            } => {
+                let event: &'a NewEvent = event;
+                events.push((event, !ds.is_empty()));
+                deliveries.extend(ds.iter().map(|d| (event, d)));
+            }
+            Op::Complete(list) => completions.extend(list.iter()),
+            Op::SaveCircuit(row) => circuits.push(row),
+            Op::Claim { .. } | Op::Retry { .. } | Op::Prune { .. } => {}
+        }
+    }
+    push_events(st, &events);
+    push_deliveries(st, &deliveries, now);
+    push_completions(st, &completions, now);
+    for row in circuits {
+        push_circuit(st, row);
+    }
 }
 
 async fn claim_dedup(
@@ -411,15 +485,12 @@ async fn claim_dedup(
     })
 }
 
-async fn insert_events(
-    tx: &mut SqliteConnection,
-    events: &[(&NewEvent, bool)],
-) -> Result<(), sqlx::Error> {
+fn push_events<'a>(st: &mut Statements<'a>, events: &[(&'a NewEvent, bool)]) {
     for chunk in events.chunks(ROWS_PER_INSERT / 2) {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT INTO events (id, namespace, source, method, path, query, headers, body, content_type, source_ip, received_at, status, validation_errors) ",
-        );
-        qb.push_values(chunk, |mut row, (e, routed)| {
+        st.next(
+            "INSERT INTO events (id, namespace, source, method, path, query, headers, body, content_type, source_ip, received_at, status, validation_errors) "
+        )
+        .push_values(chunk, |mut row, (e, routed)| {
             row.push_bind(&e.id)
                 .push_bind(&e.namespace)
                 .push_bind(&e.source)
@@ -438,21 +509,19 @@ async fn insert_events(
                 })
                 .push_bind(e.validation_errors.as_ref().map(|v| v.to_string()));
         });
-        qb.build().execute(&mut *tx).await?;
     }
-    Ok(())
 }
 
-async fn insert_deliveries(
-    tx: &mut SqliteConnection,
-    deliveries: &[(&NewEvent, &NewDelivery)],
+fn push_deliveries<'a>(
+    st: &mut Statements<'a>,
+    deliveries: &[(&'a NewEvent, &'a NewDelivery)],
     now: i64,
-) -> Result<(), sqlx::Error> {
+) {
     for chunk in deliveries.chunks(ROWS_PER_INSERT) {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, lease_until, created_at, updated_at) ",
-        );
-        qb.push_values(chunk, |mut row, (e, d)| {
+        st.next(
+            "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, lease_until, created_at, updated_at) "
+        )
+        .push_values(chunk, |mut row, (e, d)| {
             row.push_bind(&d.id)
                 .push_bind(&e.id)
                 .push_bind(&e.namespace)
@@ -469,9 +538,7 @@ async fn insert_deliveries(
                 .push_bind(now)
                 .push_bind(now);
         });
-        qb.build().execute(&mut *tx).await?;
     }
-    Ok(())
 }
 
 /// Serializes headers as a JSON list of `[name, value]` pairs (order and repeats kept).
@@ -544,13 +611,9 @@ async fn claim(
     Ok(jobs.into_iter().map(|(_, _, j)| j).collect())
 }
 
-async fn complete(
-    tx: &mut SqliteConnection,
-    completions: &[&Completion],
-    now: i64,
-) -> Result<(), sqlx::Error> {
+fn push_completions<'a>(st: &mut Statements<'a>, completions: &[&'a Completion], now: i64) {
     if completions.is_empty() {
-        return Ok(());
+        return;
     }
     let attempts: Vec<&Completion> = completions
         .iter()
@@ -558,10 +621,10 @@ async fn complete(
         .filter(|c| c.attempt.is_some())
         .collect();
     for chunk in attempts.chunks(ROWS_PER_INSERT / 2) {
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+        st.next(
             "INSERT INTO attempts (id, delivery_id, event_id, namespace, destination, route_kind, route, attempt_number, status, status_code, error, request_headers, response_headers, response_body, latency_ms, attempted_at, next_retry_at, is_dlq) ",
-        );
-        qb.push_values(chunk, |mut row, c| {
+        )
+        .push_values(chunk, |mut row, c| {
             if let Some(a) = &c.attempt {
                 row.push_bind(&a.id)
                     .push_bind(&c.job.delivery_id)
@@ -583,13 +646,11 @@ async fn complete(
                     .push_bind(i64::from(a.is_dlq));
             }
         });
-        qb.build().execute(&mut *tx).await?;
     }
     // One statement per chunk for the state changes and one for the event statuses: at
     // thousands of deliveries a second, per-row statements would dominate the commit.
     for chunk in completions.chunks(ROWS_PER_INSERT / 2) {
-        let mut qb: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("WITH v(id, state, due_at, attempted, error) AS (");
+        let qb = st.next("WITH v(id, state, due_at, attempted, error) AS (");
         qb.push_values(chunk, |mut row, c| {
             let (new_state, due_at) = match c.outcome {
                 Outcome::Succeeded => (state::SUCCEEDED, None),
@@ -615,33 +676,30 @@ async fn complete(
         .push_bind(now)
         .push(" FROM v WHERE deliveries.id = v.id AND deliveries.state = ")
         .push_bind(state::INFLIGHT);
-        qb.build().execute(&mut *tx).await?;
     }
-    let mut event_ids: Vec<&str> = completions
+    let mut event_ids: Vec<&'a str> = completions
         .iter()
         .map(|c| c.job.event_id.as_str())
         .collect();
     event_ids.sort_unstable();
     event_ids.dedup();
     for chunk in event_ids.chunks(ROWS_PER_INSERT) {
-        refresh_event_statuses(tx, chunk).await?;
+        push_event_statuses(st, chunk);
     }
-    Ok(())
 }
 
 async fn refresh_event_status(
     tx: &mut SqliteConnection,
     event_id: &str,
 ) -> Result<(), sqlx::Error> {
-    refresh_event_statuses(tx, &[event_id]).await
+    let mut st = Statements::new();
+    push_event_statuses(&mut st, &[event_id]);
+    st.execute(tx).await
 }
 
 /// Derives each event's status from its deliveries.
-async fn refresh_event_statuses(
-    tx: &mut SqliteConnection,
-    event_ids: &[&str],
-) -> Result<(), sqlx::Error> {
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+fn push_event_statuses<'a>(st: &mut Statements<'a>, event_ids: &[&'a str]) {
+    let qb = st.next(
         "UPDATE events SET status = COALESCE((
              SELECT CASE
                  WHEN SUM(state IN ('pending', 'inflight')) > 0 THEN 'processing'
@@ -655,8 +713,6 @@ async fn refresh_event_statuses(
         list.push_bind(*id);
     }
     qb.push(")");
-    qb.build().execute(&mut *tx).await?;
-    Ok(())
 }
 
 async fn manual_retry(
@@ -722,23 +778,26 @@ async fn manual_retry(
     }
 }
 
-async fn save_circuit(tx: &mut SqliteConnection, row: &CircuitRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO circuits (namespace, destination, state, consecutive_failures, opened_at, last_failure_at)
-         VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (namespace, destination) DO UPDATE SET state = excluded.state,
+fn push_circuit<'a>(st: &mut Statements<'a>, row: &'a CircuitRow) {
+    st.next(
+        "INSERT INTO circuits (namespace, destination, state, consecutive_failures, opened_at, last_failure_at) VALUES (",
+    )
+    .push_bind(&row.namespace)
+    .push(", ")
+    .push_bind(&row.destination)
+    .push(", ")
+    .push_bind(&row.state)
+    .push(", ")
+    .push_bind(i64::from(row.consecutive_failures))
+    .push(", ")
+    .push_bind(row.opened_at)
+    .push(", ")
+    .push_bind(row.last_failure_at)
+    .push(
+        ") ON CONFLICT (namespace, destination) DO UPDATE SET state = excluded.state,
              consecutive_failures = excluded.consecutive_failures, opened_at = excluded.opened_at,
              last_failure_at = excluded.last_failure_at",
-    )
-    .bind(&row.namespace)
-    .bind(&row.destination)
-    .bind(&row.state)
-    .bind(i64::from(row.consecutive_failures))
-    .bind(row.opened_at)
-    .bind(row.last_failure_at)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    );
 }
 
 async fn prune(
