@@ -16,8 +16,8 @@ use kube::ResourceExt;
 
 use crate::config::{
     CircuitConfig, ConnectionConfig, DedupConfig, DestinationConfig, GatewayConfig, HttpConfig,
-    IpFilterConfig, ObjectKey, RetryConfig, SchemaConfig, SecretValue, SigningConfig, SourceConfig,
-    SubscriptionConfig, TopicConfig, VerificationConfig,
+    IpFilterConfig, ObjectKey, RateLimitConfig, RetryConfig, SchemaConfig, SecretValue,
+    SigningConfig, SourceConfig, SubscriptionConfig, TopicConfig, VerificationConfig,
 };
 use crate::duration;
 use crate::v1alpha1::{
@@ -546,6 +546,30 @@ fn compile_source(source: &Source, ctx: &mut Ctx<'_>) -> Option<SourceConfig> {
         );
     }
 
+    let rate_limit = spec.rate_limit.as_ref().and_then(|r| {
+        if r.requests_per_second == 0 {
+            let message = "must be at least 1".to_owned();
+            ctx.error(
+                "spec.rateLimit.requestsPerSecond",
+                Reason::InvalidSpec,
+                message,
+            );
+            return None;
+        }
+        if r.burst == Some(0) {
+            ctx.error(
+                "spec.rateLimit.burst",
+                Reason::InvalidSpec,
+                "must be at least 1".to_owned(),
+            );
+            return None;
+        }
+        Some(RateLimitConfig {
+            per_second: r.requests_per_second,
+            burst: r.burst.unwrap_or(r.requests_per_second),
+        })
+    });
+
     Some(SourceConfig {
         key: ctx.key.clone(),
         verification,
@@ -553,6 +577,7 @@ fn compile_source(source: &Source, ctx: &mut Ctx<'_>) -> Option<SourceConfig> {
         ip_filter,
         schema,
         max_body_bytes: spec.max_body_bytes,
+        rate_limit,
     })
 }
 

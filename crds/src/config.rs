@@ -103,6 +103,18 @@ pub struct SourceConfig {
     pub schema: Option<SchemaConfig>,
     /// Body size limit set by the Source (the gateway's own limit still applies).
     pub max_body_bytes: Option<u64>,
+    /// Request rate limit, if any.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// A compiled rate limit.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second, at least 1.
+    pub per_second: u32,
+    /// Burst size, at least 1.
+    pub burst: u32,
 }
 
 /// A compiled signature check.

@@ -21,7 +21,9 @@ metadata: {{name: out, namespace: t}}
 spec:
   type: http
   http: {{url: "{url}/hook", timeoutSeconds: 5}}
-  retry: {{maxRetries: 10, backoff: fixed, intervals: [200ms]}}
+  # A retry budget (20 x 500 ms) far longer than sending the events takes, so none is
+  # dead-lettered before the kill, even on a loaded machine.
+  retry: {{maxRetries: 20, backoff: fixed, intervals: [500ms]}}
   circuitBreaker: {{failureThreshold: 1000}}
 ---
 apiVersion: hookstream.io/v1alpha1

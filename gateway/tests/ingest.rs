@@ -1364,3 +1364,56 @@ async fn ingest_metrics_count_outcomes_per_source() {
         "unknown source names are not labels: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429_with_retry_after_and_stores_nothing_over_it() {
+    let gw = Gateway::start(&source(
+        "limited",
+        "  rateLimit: {requestsPerSecond: 1, burst: 2}",
+    ))
+    .await;
+    // The burst passes, the next request within the same second does not.
+    for n in 0..2 {
+        accepted(
+            "within the burst",
+            &post(&gw, "limited", &format!(r#"{{"n":{n}}}"#), &[]).await,
+        );
+    }
+    let r = gw.ingest("t", "limited", r#"{"n":2}"#, &[]).await;
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(r.headers()["x-ratelimit-limit"], "1");
+    let body: Value = r.json().await.unwrap();
+    refused(
+        "over the rate",
+        &(429, body),
+        429,
+        "requests per second",
+        &[],
+    );
+    assert_eq!(
+        stored_ids(&gw, "limited").await.len(),
+        2,
+        "the refused request is not stored"
+    );
+    // After the advertised wait the source accepts again.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    accepted(
+        "after Retry-After",
+        &post(&gw, "limited", r#"{"n":3}"#, &[]).await,
+    );
+    let text = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "hookstream_gateway_ingest_requests_total",
+            &[("source", "t/limited"), ("outcome", "rate_limited")]
+        ),
+        Some(1.0)
+    );
+}

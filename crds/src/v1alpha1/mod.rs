@@ -24,7 +24,7 @@ pub use destination::{
     RetryPolicy, Signing, SigningAlgorithm,
 };
 pub use source::{
-    Dedup, DedupStrategy, IpFilter, SchemaAction, SchemaValidation, SignatureEncoding, Source,
-    SourceSpec, SourceStatus, Verification, VerificationType,
+    Dedup, DedupStrategy, IpFilter, RateLimit, SchemaAction, SchemaValidation, SignatureEncoding,
+    Source, SourceSpec, SourceStatus, Verification, VerificationType,
 };
 pub use topic::{Subscription, Topic, TopicSpec, TopicStatus};

@@ -72,6 +72,23 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_body_bytes: Option<u64>,
+    /// Most requests per second the Source accepts; beyond it senders get 429 with a
+    /// `Retry-After` header, and nothing is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A request rate limit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    #[schemars(range(min = 1))]
+    pub requests_per_second: u32,
+    /// Requests allowed at once above the sustained rate. Default: `requestsPerSecond`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub burst: Option<u32>,
 }
 
 /// How a Source checks the signature of incoming requests.

@@ -20,6 +20,8 @@ pub struct ApiError {
     outcome: &'static str,
     /// Extra fields of the body.
     extra: Vec<(&'static str, Value)>,
+    /// Extra response headers.
+    headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -40,7 +42,14 @@ impl ApiError {
             message,
             outcome,
             extra: Vec::new(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: String) -> ApiError {
+        self.headers.push((name, value));
+        self
     }
 
     /// 400.
@@ -89,7 +98,13 @@ impl IntoResponse for ApiError {
         for (k, v) in self.extra {
             body[k] = v;
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        for (name, value) in self.headers {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        response
     }
 }
 

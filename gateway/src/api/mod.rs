@@ -106,6 +106,17 @@ fn decode_cursor(cursor: Option<&str>) -> Result<Option<(i64, i64)>, ApiError> {
         })
 }
 
+/// A `namespace/name` or bare `name` filter as (namespace, name).
+fn object_filter(value: Option<String>) -> (Option<String>, Option<String>) {
+    match value {
+        Some(s) => match s.split_once('/') {
+            Some((ns, name)) => (Some(ns.to_owned()), Some(name.to_owned())),
+            None => (None, Some(s)),
+        },
+        None => (None, None),
+    }
+}
+
 /// Page `items` (fetched with one extra row) into the list shape.
 fn page<T>(
     mut items: Vec<T>,
@@ -219,13 +230,7 @@ async fn list_events(
     Query(p): Query<EventParams>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(p.limit.as_deref())?;
-    let (namespace, source) = match p.source.or(p.source_id) {
-        Some(s) => match s.split_once('/') {
-            Some((ns, name)) => (Some(ns.to_owned()), Some(name.to_owned())),
-            None => (None, Some(s)),
-        },
-        None => (None, None),
-    };
+    let (namespace, source) = object_filter(p.source.or(p.source_id));
     if let Some(status) = &p.status {
         if !["received", "processing", "delivered", "failed"].contains(&status.as_str()) {
             return Err(ApiError::bad_request(
@@ -369,13 +374,7 @@ async fn list_attempts(
     Query(p): Query<AttemptParams>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(p.limit.as_deref())?;
-    let (namespace, destination) = match p.destination.or(p.destination_id) {
-        Some(s) => match s.split_once('/') {
-            Some((ns, name)) => (Some(ns.to_owned()), Some(name.to_owned())),
-            None => (None, Some(s)),
-        },
-        None => (None, None),
-    };
+    let (namespace, destination) = object_filter(p.destination.or(p.destination_id));
     if let Some(status) = &p.status {
         if !["success", "failed"].contains(&status.as_str()) {
             return Err(ApiError::bad_request("status must be success or failed"));

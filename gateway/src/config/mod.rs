@@ -6,6 +6,7 @@
 pub mod manifests;
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use hookstream_crds::config::{
@@ -27,6 +28,8 @@ pub struct RuntimeSource {
     pub routes: Vec<Arc<Route>>,
     /// Whether ingest must parse the body as JSON (schema, body filters or body dedup).
     pub needs_body: bool,
+    /// Request rate limiter. A reload starts it afresh.
+    pub limiter: Option<governor::DefaultDirectRateLimiter>,
 }
 
 /// A route from a Source or Topic to a Destination.
@@ -171,7 +174,16 @@ impl RuntimeConfig {
                 .dedup
                 .as_ref()
                 .is_some_and(|d| d.strategy == hookstream_crds::v1alpha1::DedupStrategy::BodyField);
+            let limiter = s.rate_limit.map(|r| {
+                // The compiler guarantees both are at least 1.
+                let per_second = NonZeroU32::new(r.per_second).unwrap_or(NonZeroU32::MIN);
+                let burst = NonZeroU32::new(r.burst).unwrap_or(NonZeroU32::MIN);
+                governor::RateLimiter::direct(
+                    governor::Quota::per_second(per_second).allow_burst(burst),
+                )
+            });
             let runtime = RuntimeSource {
+                limiter,
                 needs_body: schema.is_some() || body_dedup || routes.iter().any(|r| r.needs_body()),
                 config: s.clone(),
                 schema,

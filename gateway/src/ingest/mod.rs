@@ -115,6 +115,23 @@ async fn handle(
             ));
         }
     }
+    if let (Some(limiter), Some(rate)) = (&source.limiter, source.config.rate_limit) {
+        if let Err(not_until) = limiter.check() {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "source {key} accepts {} requests per second; retry in {seconds} s",
+                    rate.per_second
+                ),
+            )
+            .with_header("retry-after", seconds.max(1).to_string())
+            .with_header("x-ratelimit-limit", rate.per_second.to_string()));
+        }
+    }
     let limit = source
         .config
         .max_body_bytes
