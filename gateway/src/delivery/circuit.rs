@@ -92,6 +92,9 @@ struct Breaker {
     probe_out: bool,
     /// Closed after being open: waiting deliveries go out one at a time.
     draining: bool,
+    /// When the drain began: only deliveries due by then drain one by one; later ones
+    /// flow normally once the drain is over, so a steady stream cannot prolong it.
+    drain_cutoff: i64,
     /// The delivery being attempted by the drain.
     drain_out: Option<String>,
 }
@@ -105,6 +108,7 @@ impl Default for Breaker {
             last_failure_at: None,
             probe_out: false,
             draining: false,
+            drain_cutoff: 0,
             drain_out: None,
         }
     }
@@ -117,8 +121,9 @@ pub struct Blocked {
     pub exclude: Vec<(String, String)>,
     /// Open circuits with no probe out.
     pub probe_ready: Vec<ObjectKey>,
-    /// Draining circuits with no delivery out: claim their oldest delivery.
-    pub drain_ready: Vec<ObjectKey>,
+    /// Draining circuits with no delivery out, with their cutoff: claim their oldest
+    /// delivery due by the cutoff.
+    pub drain_ready: Vec<(ObjectKey, i64)>,
 }
 
 /// Every destination's breaker.
@@ -159,6 +164,7 @@ impl Circuits {
                     last_failure_at: row.last_failure_at,
                     probe_out: false,
                     draining: false,
+                    drain_cutoff: 0,
                     drain_out: None,
                 },
             );
@@ -223,6 +229,7 @@ impl Circuits {
             b.failures = 0;
             if b.state != State::Closed {
                 b.draining = true;
+                b.drain_cutoff = now;
             }
             b.state = State::Closed;
             b.opened_at = None;
@@ -264,8 +271,14 @@ impl Circuits {
         let b = map.entry(key.clone()).or_default();
         let was_closed = b.state == State::Closed;
         let drain_out = b.drain_out.take();
+        let drain_cutoff = if was_closed {
+            b.drain_cutoff
+        } else {
+            crate::store::now_ms()
+        };
         *b = Breaker {
             draining: !was_closed || b.draining,
+            drain_cutoff,
             drain_out,
             ..Breaker::default()
         };
@@ -308,7 +321,7 @@ impl Circuits {
                     out.probe_ready.push(key.clone());
                 }
                 if b.state == State::Closed && b.drain_out.is_none() {
-                    out.drain_ready.push(key.clone());
+                    out.drain_ready.push((key.clone(), b.drain_cutoff));
                 }
             }
         }

@@ -221,6 +221,7 @@ async fn poll_queue(
             let only = ClaimFilter {
                 exclude: Vec::new(),
                 only: Some((key.namespace, key.name)),
+                due_by: None,
             };
             match shared.store.writer.claim(1, lease, only).await {
                 Ok(j) => jobs.extend(j),
@@ -229,10 +230,11 @@ async fn poll_queue(
         }
         // A draining destination gets its oldest due delivery, one at a time, so waiting
         // deliveries arrive in the order they were queued.
-        for key in blocked.drain_ready {
+        for (key, cutoff) in blocked.drain_ready {
             let only = ClaimFilter {
                 exclude: Vec::new(),
                 only: Some((key.namespace.clone(), key.name.clone())),
+                due_by: Some(cutoff),
             };
             match shared.store.writer.claim(1, lease, only).await {
                 Ok(j) => match j.first() {
@@ -254,6 +256,7 @@ async fn poll_queue(
                 ClaimFilter {
                     exclude: blocked.exclude,
                     only: None,
+                    due_by: None,
                 },
             )
             .await

@@ -27,6 +27,8 @@ pub struct ClaimFilter {
     pub exclude: Vec<(String, String)>,
     /// Only this destination (for a circuit probe).
     pub only: Option<(String, String)>,
+    /// Only deliveries due at or before this time (unix ms).
+    pub due_by: Option<i64>,
 }
 
 /// A request to retry deliveries by hand.
@@ -568,6 +570,9 @@ async fn claim(
         .push(" AND lease_until < ")
         .push_bind(now)
         .push("))");
+    if let Some(due_by) = filter.due_by {
+        qb.push(" AND due_at <= ").push_bind(due_by);
+    }
     if let Some((ns, dest)) = &filter.only {
         qb.push(" AND namespace = ")
             .push_bind(ns)
