@@ -874,3 +874,41 @@ async fn retry_endpoints_answer_404_for_unknown_ids() {
     }
     assert!(receiver.received().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_new_events_does_not_keep_a_closed_circuit_draining() {
+    let receiver = Receiver::start().await;
+    // One failure opens the circuit; afterwards every answer takes 100 ms, so deliveries sent
+    // one at a time manage at most ten a second.
+    receiver.script([Answer::status(500)]);
+    receiver.set_default(Answer {
+        status: 200,
+        headers: Vec::new(),
+        delay: Duration::from_millis(100),
+    });
+    let retry = "{maxRetries: 20, backoff: fixed, intervals: [100ms]}";
+    let circuit = "{failureThreshold: 1, cooldown: 500ms}";
+    let gw = Gateway::start(&manifests(&http_spec(&receiver.url, retry, circuit))).await;
+    ingest_id(&gw, r#"{"n":"opens"}"#).await;
+    wait_circuit(&gw, "open", Duration::from_secs(2)).await;
+    wait_circuit(&gw, "closed", Duration::from_secs(5)).await;
+
+    // Sixty events in three seconds after the circuit closed. Sent one at a time they would
+    // need six seconds; in parallel, as a closed circuit should send them once the backlog
+    // of the outage is gone, each arrives about 100 ms after it was sent.
+    let started = std::time::Instant::now();
+    let mut sent = Vec::new();
+    for n in 0..60 {
+        sent.push(ingest_id(&gw, &format!(r#"{{"n":{n}}}"#)).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in &sent {
+        gw.wait_event_status(id, "delivered", Duration::from_secs(10))
+            .await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(4500),
+        "60 events over 3 s took {took:?} to deliver: new events were still sent one at a time"
+    );
+}
