@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{Answer, Gateway, Receiver, API_KEY};
+use common::{metric, Answer, Gateway, Receiver, API_KEY};
 use serde_json::{json, Value};
 
 const SOURCE_ONLY: &str = r#"
@@ -67,28 +67,6 @@ fn error_message(code: StatusCode, body: &Value, want: StatusCode) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no error message: {body}"))
         .to_owned()
-}
-
-/// The value of a Prometheus sample whose labels include all of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (label_text, value) = match rest.strip_prefix('{') {
-                Some(r) => r.split_once('}')?,
-                None if rest.starts_with(' ') => ("", rest),
-                None => return None,
-            };
-            if labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-            {
-                value.trim().parse().ok()
-            } else {
-                None
-            }
-        })
 }
 
 /// A header of a JSON headers object, by case-insensitive name.

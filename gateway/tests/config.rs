@@ -11,30 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Answer, Gateway, Receiver, API_KEY};
+use common::{metric, Answer, Gateway, Receiver, API_KEY};
 use serde_json::Value;
-
-/// The value of a Prometheus sample whose labels include all of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (label_text, value) = match rest.strip_prefix('{') {
-                Some(r) => r.split_once('}')?,
-                None if rest.starts_with(' ') => ("", rest),
-                None => return None,
-            };
-            if labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-            {
-                value.trim().parse().ok()
-            } else {
-                None
-            }
-        })
-}
 
 async fn reloads(gw: &Gateway, result: &str) -> f64 {
     metric(

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::{Answer, Gateway, Received, Receiver};
+use common::{metric, Answer, Gateway, Received, Receiver};
 use serde_json::Value;
 
 /// A Source `t/in`, a Destination `t/out` with the given `spec` (YAML, indented by two
@@ -67,31 +67,6 @@ fn gaps(got: &[Received]) -> Vec<f64> {
     got.windows(2)
         .map(|w| w[1].at.duration_since(w[0].at).as_secs_f64())
         .collect()
-}
-
-/// The value of a Prometheus sample whose labels include all of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (label_text, value) = match rest.strip_prefix('{') {
-                Some(r) => {
-                    let (l, v) = r.split_once('}')?;
-                    (l, v)
-                }
-                None if rest.starts_with(' ') => ("", rest),
-                None => return None,
-            };
-            let all = labels
-                .iter()
-                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
-            if all {
-                value.trim().parse().ok()
-            } else {
-                None
-            }
-        })
 }
 
 async fn circuit_state(gw: &Gateway) -> Value {

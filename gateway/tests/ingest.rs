@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Gateway, Receiver};
+use common::{metric, Gateway, Receiver};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 
@@ -204,31 +204,6 @@ async fn event(gw: &Gateway, id: &str) -> Value {
     let (code, body) = gw.get(&format!("/v1/events/{id}")).await;
     assert_eq!(code, 200, "GET /v1/events/{id}: {body}");
     body
-}
-
-/// The value of one sample in a Prometheus text exposition, whatever the label order.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric_name, rest) = series.split_once('{').unwrap_or((series, "}"));
-            if metric_name != name {
-                return None;
-            }
-            let rest = rest.strip_suffix('}')?;
-            let mut found: Vec<(String, String)> = Vec::new();
-            for pair in rest.split("\",").filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=')?;
-                found.push((k.trim().to_owned(), v.trim_matches('"').to_owned()));
-            }
-            let all = labels
-                .iter()
-                .all(|(k, v)| found.iter().any(|(fk, fv)| fk == k && fv == v));
-            (all && found.len() == labels.len())
-                .then(|| value.parse().ok())
-                .flatten()
-        })
 }
 
 // --- signatures ----------------------------------------------------------------------------

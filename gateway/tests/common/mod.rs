@@ -452,3 +452,28 @@ impl Gateway {
         gw
     }
 }
+
+/// The value of the series `name` whose labels include every pair of `labels`, from the
+/// Prometheus text format.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric_name != name {
+                return None;
+            }
+            let rest = rest.strip_suffix('}')?;
+            let mut found: Vec<(String, String)> = Vec::new();
+            for pair in rest.split("\",").filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=')?;
+                found.push((k.trim().to_owned(), v.trim_matches('"').to_owned()));
+            }
+            labels
+                .iter()
+                .all(|(k, v)| found.iter().any(|(fk, fv)| fk == k && fv == v))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
