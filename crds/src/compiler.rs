@@ -33,6 +33,10 @@ const DEFAULT_MAX_RETRIES: u32 = 5;
 const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
 const DEFAULT_COOLDOWN: &str = "60s";
 const DEFAULT_TIMEOUT_SECONDS: u32 = 30;
+/// Longest destination timeout; the gateway's delivery leases are sized from it.
+pub const MAX_TIMEOUT_SECONDS: u32 = 300;
+/// Most retries a Destination may ask for.
+pub const MAX_RETRIES: u32 = 20;
 const DEFAULT_DEDUP_WINDOW_SECONDS: u64 = 300;
 const DEFAULT_TOLERANCE: &str = "5m";
 const DEFAULT_HMAC_HEADER: &str = "x-hookstream-signature";
@@ -640,6 +644,15 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
                         format!("{:?} is not a valid URL: {e}", h.url),
                     ),
                 }
+                // The CRD schema bounds it too; manifests read without an API server are
+                // checked here. Delivery leases rely on this bound.
+                let timeout_seconds = h.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+                if !(1..=MAX_TIMEOUT_SECONDS).contains(&timeout_seconds) {
+                    let message = format!(
+                        "{timeout_seconds} is out of range: use 1 to {MAX_TIMEOUT_SECONDS} seconds"
+                    );
+                    ctx.error("spec.http.timeoutSeconds", Reason::InvalidSpec, message);
+                }
                 let method = h.method.as_deref().unwrap_or("POST").to_ascii_uppercase();
                 if http::Method::from_bytes(method.as_bytes()).is_err() {
                     ctx.error(
@@ -693,9 +706,7 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
                     method,
                     headers,
                     secret_headers,
-                    timeout_ms: u64::from(
-                        h.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS).max(1),
-                    ) * 1000,
+                    timeout_ms: u64::from(timeout_seconds) * 1000,
                 })
             }
         },
@@ -713,6 +724,12 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
     };
 
     let signing = spec.signing.as_ref().and_then(|s| {
+        if let Some(h) = &s.header {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                let message = format!("{h:?} is not a valid header name");
+                ctx.error("spec.signing.header", Reason::InvalidSpec, message);
+            }
+        }
         let secret = ctx.secret("spec.signing.secretRef", &s.secret_ref)?;
         Some(SigningConfig {
             secret: SecretValue(secret),
@@ -745,6 +762,10 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
         if let Some(ms) = ctx.duration_ms(&format!("spec.retry.intervals[{i}]"), text) {
             intervals_ms.push(ms);
         }
+    }
+    if retry_spec.max_retries.is_some_and(|n| n > MAX_RETRIES) {
+        let message = format!("must be at most {MAX_RETRIES}");
+        ctx.error("spec.retry.maxRetries", Reason::InvalidSpec, message);
     }
     let retry = RetryConfig {
         max_retries: retry_spec.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
@@ -791,15 +812,13 @@ fn compile_connection(
     refs.check_destination(ctx, "spec.destination", &spec.destination);
     check_filters(ctx, "spec.filters", &spec.filters);
     check_transform(ctx, "spec.transform.jsonata", spec.transform.as_ref());
-    if spec.paused == Some(true) {
-        return None;
-    }
     Some(ConnectionConfig {
         key: ctx.key.clone(),
         source: spec.source.clone(),
         destination: spec.destination.clone(),
         filters: spec.filters.clone(),
         transform: spec.transform.as_ref().map(|t| t.jsonata.clone()),
+        paused: spec.paused == Some(true),
     })
 }
 

@@ -256,6 +256,9 @@ pub struct ConnectionConfig {
     pub filters: Vec<Filter>,
     /// JSONata source, known to compile.
     pub transform: Option<String>,
+    /// No new events are routed; deliveries already queued still go out.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A compiled Topic.

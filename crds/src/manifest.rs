@@ -58,22 +58,22 @@ pub fn parse_into(objects: &mut Objects, origin: &str, text: &str) -> Vec<Config
             .and_then(|n| n.as_str())
             .map(str::to_owned);
         let result = match (api_version.as_str(), kind.as_str()) {
-            (API_VERSION, "Source") => decode(value).map(|o: Source| {
+            (API_VERSION, "Source") => decode(value, false).map(|o: Source| {
                 objects.sources.push(remember(&mut objects.origins, "Source", origin, o))
             }),
-            (API_VERSION, "Destination") => decode(value).map(|o: Destination| {
+            (API_VERSION, "Destination") => decode(value, false).map(|o: Destination| {
                 objects.destinations.push(remember(&mut objects.origins, "Destination", origin, o))
             }),
-            (API_VERSION, "Connection") => decode(value).map(|o: Connection| {
+            (API_VERSION, "Connection") => decode(value, false).map(|o: Connection| {
                 objects.connections.push(remember(&mut objects.origins, "Connection", origin, o))
             }),
-            (API_VERSION, "Topic") => decode(value).map(|o: Topic| {
+            (API_VERSION, "Topic") => decode(value, false).map(|o: Topic| {
                 objects.topics.push(remember(&mut objects.origins, "Topic", origin, o))
             }),
-            (API_VERSION, "AlertRule") => decode(value).map(|o: AlertRule| {
+            (API_VERSION, "AlertRule") => decode(value, false).map(|o: AlertRule| {
                 objects.alert_rules.push(remember(&mut objects.origins, "AlertRule", origin, o))
             }),
-            ("v1", "Secret") => decode(value).map(|o: k8s_openapi::api::core::v1::Secret| {
+            ("v1", "Secret") => decode(value, true).map(|o: k8s_openapi::api::core::v1::Secret| {
                 objects.secrets.push(remember(&mut objects.origins, "Secret", origin, o))
             }),
             ("v1", _) => Ok(()),
@@ -98,7 +98,10 @@ pub fn parse_into(objects: &mut Objects, origin: &str, text: &str) -> Vec<Config
 
 /// Decodes one document. Unknown fields are errors, as with `kubectl apply`'s strict field
 /// validation: a misspelt field must not silently change routing.
-fn decode<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
+fn decode<T: serde::de::DeserializeOwned>(
+    value: serde_yaml::Value,
+    redact: bool,
+) -> Result<T, String> {
     let mut unknown = Vec::new();
     let checked: Result<T, _> = serde_ignored::deserialize(value.clone(), |path| {
         // `?` marks an optional value in serde_ignored's paths; users write no such step.
@@ -121,10 +124,16 @@ fn decode<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T,
             Err(e) => {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
-                Err(if path == "." {
-                    inner.to_string()
+                let reason = if redact {
+                    // serde's messages quote the offending value: never one of a Secret.
+                    "invalid value (not shown: it belongs to a Secret); values go under data (base64) or stringData (text)".to_owned()
                 } else {
-                    format!("{path}: {inner}")
+                    inner.to_string()
+                };
+                Err(if path == "." {
+                    reason
+                } else {
+                    format!("{path}: {reason}")
                 })
             }
         },

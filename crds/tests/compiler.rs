@@ -236,3 +236,19 @@ fn unknown_fields_are_errors_with_their_path() {
     );
     assert!(objects.destinations.is_empty());
 }
+
+#[test]
+fn secret_values_never_appear_in_parse_errors() {
+    let mut objects = Objects::default();
+    let errors = parse_into(
+        &mut objects,
+        "s.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: a}\nstringData: {pin: 918273}\n",
+    );
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let text = errors[0].to_string();
+    assert!(
+        text.contains("stringData.pin") && !text.contains("918273"),
+        "{text}"
+    );
+}

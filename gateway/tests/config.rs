@@ -528,3 +528,53 @@ async fn objects_without_a_namespace_json_files_and_sub_folders_are_read() {
     let r = gw.ingest("other", "plain", "{}", &[]).await;
     assert_eq!(r.status(), 404, "the Source is in default only");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_a_connection_stops_new_events_but_keeps_queued_deliveries() {
+    let receiver = Receiver::start().await;
+    receiver.set_default(common::Answer::status(503));
+    let routes = |paused: bool| {
+        format!(
+            r#"
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: out, namespace: t}}
+spec:
+  type: http
+  http: {{url: "{}/hook"}}
+  retry: {{maxRetries: 20, backoff: fixed, intervals: [300ms]}}
+  circuitBreaker: {{failureThreshold: 1000}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Connection
+metadata: {{name: c, namespace: t}}
+spec: {{source: in, destination: out, paused: {paused}}}
+"#,
+            receiver.url
+        )
+    };
+    let gw = Gateway::start(&format!("{SOURCE}{}", routes(false))).await;
+    let queued = ingest_id(&gw, "t", "in", r#"{"n":"before"}"#).await;
+    receiver.wait_for(1, Duration::from_secs(5)).await;
+
+    let before = reloads(&gw, "success").await;
+    std::fs::write(
+        gw.manifests_dir().join("main.yaml"),
+        format!("{SOURCE}{}", routes(true)),
+    )
+    .unwrap();
+    wait_reloads(&gw, "success", before, Duration::from_secs(5)).await;
+    let later = ingest_id(&gw, "t", "in", r#"{"n":"after"}"#).await;
+
+    // The destination recovers: the delivery queued before the pause still goes out.
+    receiver.set_default(common::Answer::status(200));
+    gw.wait_event_status(&queued, "delivered", Duration::from_secs(5))
+        .await;
+    let (_, event) = gw.get(&format!("/v1/events/{later}")).await;
+    assert_eq!(
+        event["status"], "received",
+        "a paused connection routes no new event: {event}"
+    );
+    assert!(event["delivery_attempts"].as_array().unwrap().is_empty());
+}

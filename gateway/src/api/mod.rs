@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::delivery::parse_body;
 use crate::ids;
 use crate::ingest::headers_object;
-use crate::pipeline::filter::{matches_all, EventView};
+use crate::pipeline::filter::EventView;
 use crate::server::AppState;
 use crate::store::read::{self, AttemptQuery, EventQuery, StoredAttempt, StoredEvent};
 use crate::store::writer::ManualRetry;
@@ -329,7 +329,7 @@ async fn retry_event(
     let deliveries: Vec<NewDelivery> = source
         .routes
         .iter()
-        .filter(|r| matches_all(&r.filters, &view))
+        .filter(|r| r.routes(&view))
         .map(|r| NewDelivery {
             id: ids::delivery(),
             destination: r.destination.clone(),

@@ -46,6 +46,15 @@ pub struct Route {
     pub filters: Vec<Filter>,
     /// Payload transform.
     pub transform: Option<Expression>,
+    /// Routes no new events; its queued deliveries still go out.
+    pub paused: bool,
+}
+
+impl Route {
+    /// Whether a new event goes this way.
+    pub fn routes(&self, event: &crate::pipeline::filter::EventView<'_>) -> bool {
+        !self.paused && crate::pipeline::filter::matches_all(&self.filters, event)
+    }
 }
 
 impl Route {
@@ -147,6 +156,7 @@ impl RuntimeConfig {
                         &format!("Topic {}", t.key),
                         s.transform.as_deref(),
                     )?,
+                    paused: false,
                 });
                 routes.insert(
                     (t.key.namespace.clone(), RouteKind::Subscription, name),
@@ -209,6 +219,7 @@ fn connection_route(c: &ConnectionConfig) -> Result<Route, BuildError> {
         destination: c.destination.clone(),
         filters: c.filters.clone(),
         transform: compile_transform(&format!("Connection {}", c.key), c.transform.as_deref())?,
+        paused: c.paused,
     })
 }
 

@@ -270,7 +270,6 @@ impl Circuits {
         let mut map = self.lock();
         let b = map.entry(key.clone()).or_default();
         let was_closed = b.state == State::Closed;
-        let drain_out = b.drain_out.take();
         let drain_cutoff = if was_closed {
             b.drain_cutoff
         } else {
@@ -279,7 +278,9 @@ impl Circuits {
         *b = Breaker {
             draining: !was_closed || b.draining,
             drain_cutoff,
-            drain_out,
+            // A drain delivery still in flight finishes on its own; the drain does not wait
+            // for it, so a lost one can never hold the destination.
+            drain_out: None,
             ..Breaker::default()
         };
         let row = row_of(key, b);

@@ -37,8 +37,8 @@ const CLAIM_BATCH: u32 = 256;
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// How long a claim lasts beyond the longest possible attempt.
 const LEASE_MARGIN_MS: i64 = 60_000;
-/// The longest destination timeout allowed by the API.
-const MAX_TIMEOUT_MS: i64 = 300_000;
+/// The longest destination timeout the compiler allows.
+const MAX_TIMEOUT_MS: i64 = hookstream_crds::compiler::MAX_TIMEOUT_SECONDS as i64 * 1000;
 /// How long shutdown waits for attempts in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -72,7 +72,9 @@ impl Dispatcher {
 
     /// The claim expiry for a delivery handed over now.
     pub fn lease_until(now: i64) -> i64 {
-        now + MAX_TIMEOUT_MS + LEASE_MARGIN_MS
+        // A handed-over delivery may wait for a worker slot up to one full timeout (the
+        // attempt holding the slot) before its own attempt, which takes at most another.
+        now + 2 * MAX_TIMEOUT_MS + LEASE_MARGIN_MS
     }
 }
 
@@ -145,17 +147,20 @@ async fn run(
     let mut poll_at = tokio::time::Instant::now() + IDLE_POLL;
     loop {
         while tasks.try_join_next().is_some() {}
-        let poll = tokio::select! {
-            biased;
-            _ = shutdown.changed() => break,
-            Some(work) = fast_rx.recv() => {
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                tasks.spawn(attempt(shared.clone(), work, permit));
-                false
-            }
-            _ = wake.notified() => true,
-            _ = tokio::time::sleep_until(poll_at) => true,
-        };
+        // Checked before the select, whose bias toward new deliveries would otherwise let a
+        // never-empty hand-off channel starve the queue (retries, probes, recovery).
+        let poll = tokio::time::Instant::now() >= poll_at
+            || tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                Some(work) = fast_rx.recv() => {
+                    let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                    tasks.spawn(attempt(shared.clone(), work, permit));
+                    false
+                }
+                _ = wake.notified() => true,
+                _ = tokio::time::sleep_until(poll_at) => true,
+            };
         if poll {
             let next_due = poll_queue(&shared, &slots, &mut tasks).await;
             let idle = tokio::time::Instant::now() + IDLE_POLL;
@@ -262,10 +267,9 @@ async fn poll_queue(
             .await
         {
             Ok(j) => jobs.extend(j),
-            Err(e) => {
-                warn!(error = %e, "cannot claim deliveries");
-                return None;
-            }
+            // Probe and drain deliveries claimed above still go out: dropping them would
+            // leave their circuits waiting for a delivery that never finishes.
+            Err(e) => warn!(error = %e, "cannot claim deliveries"),
         }
         if jobs.is_empty() {
             return None;
@@ -531,8 +535,11 @@ fn finish(
         };
     }
     let backoff = destination.retry.delay_ms(round);
+    // Retry-After can only lengthen the wait: a `Retry-After: 0` must not burn the retries.
     let delay = retry_after.map_or(backoff, |d| {
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(d.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(backoff)
     });
     let due_at = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
     record.next_retry_at = Some(due_at);

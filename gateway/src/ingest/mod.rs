@@ -27,7 +27,7 @@ use crate::api::error::ApiError;
 use crate::config::RuntimeSource;
 use crate::delivery::{Dispatcher, Work};
 use crate::ids;
-use crate::pipeline::filter::{matches_all, EventView};
+use crate::pipeline::filter::EventView;
 use crate::server::AppState;
 use crate::store::{now_ms, DedupClaim, InsertOutcome, Job, NewDelivery, NewEvent};
 
@@ -198,7 +198,7 @@ async fn handle(
     let matched: Vec<_> = source
         .routes
         .iter()
-        .filter(|r| matches_all(&r.filters, &view))
+        .filter(|r| r.routes(&view))
         .cloned()
         .collect();
     let dedup = source
@@ -283,8 +283,12 @@ async fn handle(
                     attempts: 0,
                     round_attempts: 0,
                 };
-                match (d.lease_until, permits.as_mut().and_then(Iterator::next)) {
-                    (Some(_), Some(permit)) => permit.send(Work {
+                // Only deliveries committed as claimed take a hand-off permit.
+                let permit = d
+                    .lease_until
+                    .and_then(|_| permits.as_mut().and_then(Iterator::next));
+                match permit {
+                    Some(permit) => permit.send(Work {
                         job,
                         event: event.clone(),
                     }),
@@ -302,6 +306,11 @@ async fn handle(
         }
     }
 }
+
+/// Most schema errors reported for one request.
+const MAX_VALIDATION_ERRORS: usize = 50;
+/// Longest schema error message kept, in bytes.
+const MAX_VALIDATION_MESSAGE: usize = 300;
 
 fn too_large(key: &ObjectKey, limit: usize) -> ApiError {
     ApiError::new(
@@ -335,9 +344,23 @@ fn validate(
     };
     let errors: Vec<Value> = match body {
         None => vec![json!({ "path": "", "message": "body is not JSON" })],
+        // Bounded: a hostile body can fail a schema millions of times, and each message may
+        // echo the failing value.
         Some(v) => validator
             .iter_errors(v)
-            .map(|e| json!({ "path": e.instance_path.to_string(), "message": e.to_string() }))
+            .take(MAX_VALIDATION_ERRORS)
+            .map(|e| {
+                let mut message = e.to_string();
+                if message.len() > MAX_VALIDATION_MESSAGE {
+                    let cut = (0..=MAX_VALIDATION_MESSAGE)
+                        .rev()
+                        .find(|i| message.is_char_boundary(*i))
+                        .unwrap_or(0);
+                    message.truncate(cut);
+                    message.push('…');
+                }
+                json!({ "path": e.instance_path.to_string(), "message": message })
+            })
             .collect(),
     };
     if errors.is_empty() {

@@ -707,6 +707,7 @@ fn push_event_statuses<'a>(st: &mut Statements<'a>, event_ids: &[&'a str]) {
     let qb = st.next(
         "UPDATE events SET status = COALESCE((
              SELECT CASE
+                 WHEN COUNT(*) = 0 THEN 'received'
                  WHEN SUM(state IN ('pending', 'inflight')) > 0 THEN 'processing'
                  WHEN SUM(state IN ('dead', 'cancelled')) > 0 THEN 'failed'
                  ELSE 'delivered' END
