@@ -117,29 +117,24 @@ fn object_filter(value: Option<String>) -> (Option<String>, Option<String>) {
     }
 }
 
-/// Page `items` (fetched with one extra row) into the list shape.
-fn page<T>(
-    mut items: Vec<T>,
+/// The list answer for `rows` fetched with one extra row (which tells whether there are
+/// more): `{key: [...], cursor, has_more, pagination}`. The cursor is the position of the
+/// page's last item.
+fn list_page<T>(
+    key: &str,
+    mut rows: Vec<T>,
     limit: u32,
     position: impl Fn(&T) -> (i64, i64),
-) -> (Vec<T>, Option<String>, bool) {
-    let has_more = items.len() > limit as usize;
-    items.truncate(limit as usize);
+    summary: impl Fn(&T) -> Value,
+) -> Value {
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
     let cursor = if has_more {
-        items.last().map(|i| encode_cursor(position(i)))
+        rows.last().map(|r| encode_cursor(position(r)))
     } else {
         None
     };
-    (items, cursor, has_more)
-}
-
-fn list_body(
-    key: &str,
-    items: Vec<Value>,
-    limit: u32,
-    cursor: Option<String>,
-    has_more: bool,
-) -> Value {
+    let items: Vec<Value> = rows.iter().map(summary).collect();
     json!({
         key: items,
         "cursor": cursor,
@@ -257,13 +252,12 @@ async fn list_events(
         limit,
     };
     let rows = read::events(&app.store.read, &query).await?;
-    let (rows, cursor, has_more) = page(rows, limit, |e| (e.received_at, e.seq));
-    Ok(Json(list_body(
+    Ok(Json(list_page(
         "events",
-        rows.iter().map(event_summary).collect(),
+        rows,
         limit,
-        cursor,
-        has_more,
+        |e| (e.received_at, e.seq),
+        event_summary,
     )))
 }
 
@@ -395,13 +389,12 @@ async fn list_attempts(
         limit,
     };
     let rows = read::attempts(&app.store.read, &query).await?;
-    let (rows, cursor, has_more) = page(rows, limit, |a| (a.attempted_at, a.seq));
-    Ok(Json(list_body(
+    Ok(Json(list_page(
         "delivery_attempts",
-        rows.iter().map(attempt_summary).collect(),
+        rows,
         limit,
-        cursor,
-        has_more,
+        |a| (a.attempted_at, a.seq),
+        attempt_summary,
     )))
 }
 
