@@ -16,25 +16,7 @@ use serde_json::Value;
 /// A Source `t/in`, a Destination `t/out` with the given `spec` (YAML, indented by two
 /// spaces) and a Connection `t/c` between them.
 fn manifests(destination_spec: &str) -> String {
-    format!(
-        r#"
-apiVersion: hookstream.io/v1alpha1
-kind: Source
-metadata: {{name: in, namespace: t}}
-spec: {{}}
----
-apiVersion: hookstream.io/v1alpha1
-kind: Destination
-metadata: {{name: out, namespace: t}}
-spec:
-{destination_spec}
----
-apiVersion: hookstream.io/v1alpha1
-kind: Connection
-metadata: {{name: c, namespace: t}}
-spec: {{source: in, destination: out}}
-"#
-    )
+    common::single_route(destination_spec)
 }
 
 /// A Destination spec for `url` with a retry policy and a circuit that never opens unless

@@ -8,30 +8,14 @@ use std::time::Duration;
 use common::{Answer, Gateway, Receiver};
 
 fn manifests(url: &str) -> String {
-    format!(
-        r#"
-apiVersion: hookstream.io/v1alpha1
-kind: Source
-metadata: {{name: in, namespace: t}}
-spec: {{}}
----
-apiVersion: hookstream.io/v1alpha1
-kind: Destination
-metadata: {{name: out, namespace: t}}
-spec:
-  type: http
+    common::single_route(&format!(
+        r#"  type: http
   http: {{url: "{url}/hook", timeoutSeconds: 5}}
   # A retry budget (20 x 500 ms) far longer than sending the events takes, so none is
   # dead-lettered before the kill, even on a loaded machine.
   retry: {{maxRetries: 20, backoff: fixed, intervals: [500ms]}}
-  circuitBreaker: {{failureThreshold: 1000}}
----
-apiVersion: hookstream.io/v1alpha1
-kind: Connection
-metadata: {{name: c, namespace: t}}
-spec: {{source: in, destination: out}}
-"#
-    )
+  circuitBreaker: {{failureThreshold: 1000}}"#
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

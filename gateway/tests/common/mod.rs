@@ -477,3 +477,27 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
                 .flatten()
         })
 }
+
+/// Manifests of one route: Source `t/in`, Destination `t/out` with `destination_spec` (YAML
+/// lines indented by two spaces, under `spec:`), and Connection `t/c` between them.
+pub fn single_route(destination_spec: &str) -> String {
+    format!(
+        r#"
+apiVersion: hookstream.io/v1alpha1
+kind: Source
+metadata: {{name: in, namespace: t}}
+spec: {{}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: out, namespace: t}}
+spec:
+{destination_spec}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Connection
+metadata: {{name: c, namespace: t}}
+spec: {{source: in, destination: out}}
+"#
+    )
+}
