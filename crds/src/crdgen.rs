@@ -22,9 +22,31 @@ pub fn crds() -> Result<Vec<(String, String)>, serde_yaml::Error> {
     all.into_iter()
         .map(|crd| {
             let file = format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural);
-            serde_yaml::to_string(&crd).map(|yaml| (file, yaml))
+            let mut value = serde_json::to_value(&crd).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+            signed_integer_formats(&mut value);
+            serde_yaml::to_string(&value).map(|yaml| (file, yaml))
         })
         .collect()
+}
+
+/// Rewrites the `uint32`/`uint64` formats schemars gives unsigned fields to the `int32`/`int64`
+/// formats Kubernetes knows (the `minimum: 0` beside them keeps the range); the API server
+/// warns about formats it does not know.
+fn signed_integer_formats(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(format)) = map.get_mut("format") {
+                match format.as_str() {
+                    "uint8" | "uint16" | "uint32" | "int8" | "int16" => *format = "int32".into(),
+                    "uint64" | "uint" => *format = "int64".into(),
+                    _ => {}
+                }
+            }
+            map.values_mut().for_each(signed_integer_formats);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(signed_integer_formats),
+        _ => {}
+    }
 }
 
 /// The chart's copy of a CRD: the same YAML behind the `crds.install` toggle, kept on
@@ -38,13 +60,16 @@ pub fn chart_template(yaml: &str) -> String {
     format!("{{{{- if .Values.crds.install }}}}\n{annotated}{{{{- end }}}}\n")
 }
 
-/// The `kustomization.yaml` listing the CRD files, so `config/crd` can include the folder.
+/// Folder (from the repository root) of the kustomize copy of the CRDs.
+pub const KUSTOMIZE_BASES: &str = "config/crd/bases";
+
+/// `config/crd/kustomization.yaml`: the CRD files under `bases/`.
 pub fn kustomization(files: &[String]) -> String {
     let mut out = String::from(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
     );
     for file in files {
-        out.push_str("  - ");
+        out.push_str("  - bases/");
         out.push_str(file);
         out.push('\n');
     }

@@ -1,8 +1,9 @@
-//! The committed CRD YAML (and the chart's copy) must match what the types generate.
+//! The committed CRD YAML (and its kustomize and chart copies) must match what the types
+//! generate.
 
 use std::path::Path;
 
-use hookstream_crds::crdgen::{chart_template, crds, kustomization, REGENERATE};
+use hookstream_crds::crdgen::{chart_template, crds, kustomization, KUSTOMIZE_BASES, REGENERATE};
 
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -16,16 +17,18 @@ fn committed_crds_match_the_types() {
     let mut names = Vec::new();
     for (file, yaml) in &generated {
         names.push(file.clone());
-        let manifest = root().join("crds/manifests").join(file);
-        if std::fs::read_to_string(&manifest).ok().as_deref() != Some(yaml.as_str()) {
-            stale.push(manifest.display().to_string());
+        for copy in [root().join("crds/manifests"), root().join(KUSTOMIZE_BASES)] {
+            let manifest = copy.join(file);
+            if std::fs::read_to_string(&manifest).ok().as_deref() != Some(yaml.as_str()) {
+                stale.push(manifest.display().to_string());
+            }
         }
         let chart = root().join("charts/hookstream/templates/crds").join(file);
         if std::fs::read_to_string(&chart).ok() != Some(chart_template(yaml)) {
             stale.push(chart.display().to_string());
         }
     }
-    let kustomize = root().join("crds/manifests/kustomization.yaml");
+    let kustomize = root().join("config/crd/kustomization.yaml");
     if std::fs::read_to_string(&kustomize).ok() != Some(kustomization(&names)) {
         stale.push(kustomize.display().to_string());
     }

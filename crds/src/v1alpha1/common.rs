@@ -24,10 +24,15 @@ pub struct SecretKeyRef {
 
 /// A comparison that an event must satisfy to be routed. All filters of a list must match.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.field.matches('^(body|payload)([.][^.]+)*$') || self.field.matches('^(headers|query)([.][^.]+)+$') || self.field in ['method', 'content_type', 'source_ip']",
+    "message": "filter field must start with body., payload., headers. or query., or be method, content_type or source_ip"
+}]))]
 pub struct Filter {
     /// Dot-notation path of the value to test. Roots: `body.` (alias `payload.`) for the parsed
     /// JSON body, `headers.` (case-insensitive names), `query.`, and the plain fields `method`,
     /// `content_type` and `source_ip`. Example: `body.data.object.status`.
+    #[schemars(length(min = 1, max = 256))]
     pub field: String,
     /// Operator: `eq`, `neq`, `contains` (substring of a string), `gt`, `gte`, `lt`, `lte`
     /// (numbers), `exists` (value `true` or `false`), `in` (value is a list). A missing field
@@ -88,6 +93,7 @@ pub struct Transform {
     /// `$query`, `$method` and `$event` (the whole stored event) are bound. Its result is sent
     /// as JSON. A failing expression, or one that yields nothing, is a failed delivery attempt
     /// that records the JSONata error.
+    #[schemars(length(min = 1))]
     pub jsonata: String,
 }
 

@@ -38,11 +38,14 @@ use super::common::{Filter, Transform};
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {
     /// Name of the Source, in this namespace.
+    #[schemars(length(min = 1, max = 253))]
     pub source: String,
     /// Name of the Destination, in this namespace.
+    #[schemars(length(min = 1, max = 253))]
     pub destination: String,
     /// Conditions an event must all satisfy to be routed here. Empty routes every event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub filters: Vec<Filter>,
     /// Reshapes the payload before delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -44,6 +44,16 @@ use super::common::SecretKeyRef;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.type != 'http' || has(self.http)",
+        "message": "spec.http is required when spec.type is http: set spec.http.url to the endpoint that receives deliveries"
+    },
+    {
+        "rule": "!has(self.http) || self.type == 'http'",
+        "message": "spec.http is only used when spec.type is http"
+    }
+]))]
 pub struct DestinationSpec {
     /// Provider type: `http`, `sqs`, `s3`, `eventbridge`, `pubsub`, `kafka`, `rabbitmq` or
     /// `websocket`. The settings of the chosen type go in the field of the same name.
@@ -108,6 +118,11 @@ impl DestinationType {
 #[serde(rename_all = "camelCase")]
 pub struct HttpDestination {
     /// Absolute `http` or `https` URL that receives the deliveries.
+    #[schemars(length(max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",
+        "message": "http.url must be an absolute http:// or https:// URL with a host, like https://api.example.com/hooks"
+    }]))]
     pub url: String,
     /// HTTP method. Default `POST`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,6 +189,11 @@ pub struct RetryPolicy {
     pub backoff: Option<Backoff>,
     /// Waits between attempts, like `[30s, 5m, 30m, 2h, 24h]` (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 20), inner(length(max = 32)))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(i, i.matches('^([0-9]+(ms|s|m|h|d))+$'))",
+        "message": "retry.intervals entries must be durations with units, like 500ms, 30s, 5m, 2h or 1d"
+    }]))]
     pub intervals: Option<Vec<String>>,
 }
 
@@ -199,6 +219,11 @@ pub struct CircuitBreakerPolicy {
     pub failure_threshold: Option<u32>,
     /// How long an open circuit waits before one probe delivery is tried. Default `60s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^([0-9]+(ms|s|m|h|d))+$')",
+        "message": "circuitBreaker.cooldown must be a duration with units, like 30s, 5m or 1h"
+    }]))]
     pub cooldown: Option<String>,
 }
 

@@ -94,6 +94,10 @@ pub struct RateLimit {
 /// How a Source checks the signature of incoming requests.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.secretRef)",
+    "message": "verification.secretRef is required: name the Secret and key that hold the signing secret, like {name: my-webhook, key: secret}"
+}]))]
 pub struct Verification {
     /// Signature scheme: `hmac-sha256` or `hmac-sha1` (an HMAC of the raw body, hex or
     /// base64, optionally prefixed like `sha256=`), or `standard-webhooks` (the
@@ -145,6 +149,10 @@ pub enum SignatureEncoding {
 /// Deduplication of repeated webhooks.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.strategy == 'payload-hash' || (has(self.field) && self.field != '')",
+    "message": "dedup.field is required for the header-field and body-field strategies: name the header or the body path that identifies a webhook"
+}]))]
 pub struct Dedup {
     /// What makes two requests the same: `payload-hash` (SHA-256 of the raw body),
     /// `header-field` (the value of the header named by `field`), or `body-field` (the JSON
@@ -178,9 +186,19 @@ pub struct IpFilter {
     /// Addresses or CIDR ranges (IPv4 or IPv6) allowed to send. When not empty, every other
     /// address is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 64)))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(a, isIP(a) || isCIDR(a))",
+        "message": "ipFilter.allow entries must be IP addresses or CIDR ranges, like 10.0.0.0/8 or 2001:db8::/32"
+    }]))]
     pub allow: Vec<String>,
     /// Addresses or CIDR ranges refused even when allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 64)))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(a, isIP(a) || isCIDR(a))",
+        "message": "ipFilter.deny entries must be IP addresses or CIDR ranges, like 203.0.113.7 or 192.0.2.0/24"
+    }]))]
     pub deny: Vec<String>,
 }
 

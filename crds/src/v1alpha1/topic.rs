@@ -36,6 +36,7 @@ pub struct TopicSpec {
     pub description: Option<String>,
     /// Destinations that receive the published events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub subscriptions: Vec<Subscription>,
 }
 
@@ -44,9 +45,11 @@ pub struct TopicSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     /// Name of the Destination, in this namespace.
+    #[schemars(length(min = 1, max = 253))]
     pub destination: String,
     /// Conditions an event must all satisfy to be delivered to this subscriber.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub filters: Vec<Filter>,
     /// Reshapes the payload for this subscriber.
     #[serde(default, skip_serializing_if = "Option::is_none")]
