@@ -22,7 +22,8 @@ pub fn crds() -> Result<Vec<(String, String)>, serde_yaml::Error> {
     all.into_iter()
         .map(|crd| {
             let file = format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural);
-            let mut value = serde_json::to_value(&crd).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+            let mut value = serde_json::to_value(&crd)
+                .map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
             signed_integer_formats(&mut value);
             serde_yaml::to_string(&value).map(|yaml| (file, yaml))
         })

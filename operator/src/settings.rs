@@ -1,0 +1,85 @@
+//! Startup settings, from flags or `HOOKSTREAM_*` environment variables.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use hookstream_crds::config::ObjectKey;
+
+/// hookstream operator: validates hookstream objects, writes their status, and writes the
+/// compiled routing config for the gateway into a Secret.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "hookstream-operator", version)]
+pub struct Settings {
+    /// The Secret (NAMESPACE/NAME) the compiled gateway config is written to.
+    #[arg(long, env = "HOOKSTREAM_GATEWAY_CONFIG_SECRET", value_parser = parse_key)]
+    pub gateway_config_secret: ObjectKey,
+    /// Base URL of the gateway as webhook senders reach it, like
+    /// http://hookstream-gateway.hookstream-system.svc; Sources show
+    /// {base}/v1/ingest/{namespace}/{name} in status.ingestUrl.
+    #[arg(long, env = "HOOKSTREAM_INGEST_BASE_URL", value_parser = parse_base_url)]
+    pub ingest_base_url: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "HOOKSTREAM_METRICS_LISTEN",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// Namespace of the leader Lease. Default: the config Secret's namespace.
+    #[arg(long, env = "HOOKSTREAM_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "HOOKSTREAM_LEASE_NAME",
+        default_value = "hookstream-operator"
+    )]
+    pub lease_name: String,
+    /// Name of this replica in the Lease and in Events. Default: POD_NAME, else host name
+    /// and process id.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log as JSON lines (the default in containers) instead of text.
+    #[arg(long, env = "HOOKSTREAM_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+/// Parses `NAMESPACE/NAME`.
+pub fn parse_key(text: &str) -> Result<ObjectKey, String> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(ObjectKey::new(ns, name))
+        }
+        _ => Err(format!("{text:?} is not of the form NAMESPACE/NAME")),
+    }
+}
+
+fn parse_base_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!(
+            "{text:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_and_urls_are_checked() {
+        assert_eq!(
+            parse_key("hookstream-system/gw").unwrap(),
+            ObjectKey::new("hookstream-system", "gw")
+        );
+        assert!(parse_key("gw").unwrap_err().contains("NAMESPACE/NAME"));
+        assert!(parse_key("a/b/c").is_err());
+        assert_eq!(
+            parse_base_url("http://gw.svc:8080/").unwrap(),
+            "http://gw.svc:8080"
+        );
+        assert!(parse_base_url("gw.svc").is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! What an object's status should say, computed from one compilation. Pure: the controllers
+//! compare the result with the object's current status and write only a difference.
+
+use hookstream_crds::compiler::{Compilation, ConfigError};
+use hookstream_crds::config::ObjectKey;
+use hookstream_crds::v1alpha1::{
+    condition, set_condition, CONDITION_ACCEPTED, CONDITION_READY, CONDITION_RESOLVED_REFS,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Condition reason of a valid object that the gateway config contains.
+pub const REASON_PROGRAMMED: &str = "Programmed";
+/// Condition reason of a kind the gateway validates but does not act on yet.
+pub const REASON_NOT_EVALUATED: &str = "NotEvaluated";
+
+/// The operator-owned part of a status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// Generation the conditions describe.
+    pub observed_generation: Option<i64>,
+    /// `Accepted`, `ResolvedRefs`, `Ready`.
+    pub conditions: Vec<Condition>,
+    /// Ingest URL (Sources) or publish URL (Topics).
+    pub url: Option<String>,
+}
+
+/// What the compiler said about one object.
+pub struct Verdict<'a> {
+    /// Kind of the object.
+    pub kind: &'a str,
+    /// Its errors; empty when it is valid and routed.
+    pub errors: Vec<&'a ConfigError>,
+}
+
+impl<'a> Verdict<'a> {
+    /// The verdict on `kind` `key` in `compilation`.
+    pub fn of(compilation: &'a Compilation, kind: &'a str, key: &'a ObjectKey) -> Verdict<'a> {
+        Verdict {
+            kind,
+            errors: compilation.errors_for(kind, key).collect(),
+        }
+    }
+}
+
+/// The conditions for `verdict`, starting from `current` so that transition times of
+/// unchanged conditions are kept (an unchanged object yields exactly `current`).
+pub fn conditions(
+    verdict: &Verdict<'_>,
+    generation: Option<i64>,
+    current: &[Condition],
+    now: &Time,
+) -> Vec<Condition> {
+    let (refs, spec): (Vec<&ConfigError>, Vec<&ConfigError>) =
+        verdict.errors.iter().partition(|e| e.reason.is_reference());
+    let mut out = current.to_vec();
+    let set = |out: &mut Vec<Condition>, type_: &str, ok: bool, reason: &str, message: String| {
+        set_condition(
+            out,
+            condition(type_, ok, reason, message, generation, now.clone()),
+        );
+    };
+    match spec.first() {
+        None => set(
+            &mut out,
+            CONDITION_ACCEPTED,
+            true,
+            "Accepted",
+            "the spec is valid".to_owned(),
+        ),
+        Some(first) => set(
+            &mut out,
+            CONDITION_ACCEPTED,
+            false,
+            first.reason.as_str(),
+            describe(&spec),
+        ),
+    }
+    match refs.first() {
+        None => set(
+            &mut out,
+            CONDITION_RESOLVED_REFS,
+            true,
+            "ResolvedRefs",
+            "every referenced object exists".to_owned(),
+        ),
+        Some(first) => set(
+            &mut out,
+            CONDITION_RESOLVED_REFS,
+            false,
+            first.reason.as_str(),
+            describe(&refs),
+        ),
+    }
+    match verdict.errors.first() {
+        Some(first) => set(
+            &mut out,
+            CONDITION_READY,
+            false,
+            first.reason.as_str(),
+            describe(&verdict.errors),
+        ),
+        None if verdict.kind == "AlertRule" => set(
+            &mut out,
+            CONDITION_READY,
+            false,
+            REASON_NOT_EVALUATED,
+            "the rule is valid; this gateway version validates AlertRules but does not evaluate them"
+                .to_owned(),
+        ),
+        None => set(
+            &mut out,
+            CONDITION_READY,
+            true,
+            REASON_PROGRAMMED,
+            "programmed into the gateway config".to_owned(),
+        ),
+    }
+    out
+}
+
+/// `field: message` of each error, joined; bounded so a status stays small.
+fn describe(errors: &[&ConfigError]) -> String {
+    const MAX: usize = 2048;
+    let mut text = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if text.len() > MAX {
+        let mut cut = MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(" ...");
+    }
+    text
+}
+
+/// `{base}/v1/ingest/{namespace}/{name}`.
+pub fn ingest_url(base: &str, key: &ObjectKey) -> String {
+    format!(
+        "{}/v1/ingest/{}/{}",
+        base.trim_end_matches('/'),
+        key.namespace,
+        key.name
+    )
+}
+
+/// `{base}/v1/topics/{namespace}/{name}/publish`.
+pub fn publish_url(base: &str, key: &ObjectKey) -> String {
+    format!(
+        "{}/v1/topics/{}/{}/publish",
+        base.trim_end_matches('/'),
+        key.namespace,
+        key.name
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookstream_crds::compiler::{compile, Objects};
+    use hookstream_crds::manifest::parse_into;
+
+    fn compiled(yaml: &str) -> Compilation {
+        let mut objects = Objects::default();
+        assert!(parse_into(&mut objects, "test.yaml", yaml).is_empty());
+        compile(&objects)
+    }
+
+    const DESTINATION: &str = "apiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {name: backend, namespace: shop}\nspec: {type: http, http: {url: 'http://127.0.0.1:9/'}}\n---\n";
+    const SOURCE: &str = "apiVersion: hookstream.io/v1alpha1\nkind: Source\nmetadata: {name: orders, namespace: shop}\nspec: {}\n---\n";
+
+    fn find<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
+        conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn missing_destination_is_not_ready_with_its_reason_and_the_spec_still_accepted() {
+        let c = compiled(&format!(
+            "{SOURCE}apiVersion: hookstream.io/v1alpha1\nkind: Connection\nmetadata: {{name: c, namespace: shop}}\nspec: {{source: orders, destination: nowhere}}\n"
+        ));
+        let key = ObjectKey::new("shop", "c");
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let out = conditions(&Verdict::of(&c, "Connection", &key), Some(3), &[], &now);
+        let ready = find(&out, CONDITION_READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "DestinationNotFound")
+        );
+        assert!(ready.message.contains("shop/nowhere"), "{}", ready.message);
+        assert_eq!(find(&out, CONDITION_ACCEPTED).status, "True");
+        assert_eq!(
+            find(&out, CONDITION_RESOLVED_REFS).reason,
+            "DestinationNotFound"
+        );
+        assert!(out.iter().all(|c| c.observed_generation == Some(3)));
+    }
+
+    #[test]
+    fn valid_object_is_programmed_and_unchanged_conditions_keep_their_time() {
+        let c = compiled(&format!(
+            "{SOURCE}{DESTINATION}apiVersion: hookstream.io/v1alpha1\nkind: Connection\nmetadata: {{name: c, namespace: shop}}\nspec: {{source: orders, destination: backend, transform: {{jsonata: '$$'}}}}\n"
+        ));
+        let key = ObjectKey::new("shop", "c");
+        let earlier = Time(k8s_openapi::jiff::Timestamp::from_second(1_000_000).unwrap());
+        let first = conditions(&Verdict::of(&c, "Connection", &key), Some(1), &[], &earlier);
+        assert_eq!(find(&first, CONDITION_READY).reason, REASON_PROGRAMMED);
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let again = conditions(&Verdict::of(&c, "Connection", &key), Some(1), &first, &now);
+        assert_eq!(
+            again, first,
+            "re-computing an unchanged object changes nothing"
+        );
+    }
+
+    #[test]
+    fn invalid_transform_is_not_accepted() {
+        let c = compiled(&format!(
+            "{SOURCE}{DESTINATION}apiVersion: hookstream.io/v1alpha1\nkind: Connection\nmetadata: {{name: c, namespace: shop}}\nspec: {{source: orders, destination: backend, transform: {{jsonata: '{{'}}}}\n"
+        ));
+        let key = ObjectKey::new("shop", "c");
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let out = conditions(&Verdict::of(&c, "Connection", &key), None, &[], &now);
+        assert_eq!(find(&out, CONDITION_ACCEPTED).reason, "InvalidTransform");
+        assert!(find(&out, CONDITION_ACCEPTED)
+            .message
+            .starts_with("spec.transform"));
+        assert_eq!(find(&out, CONDITION_READY).status, "False");
+    }
+
+    #[test]
+    fn urls_join_the_base_without_double_slashes() {
+        let key = ObjectKey::new("shop", "orders");
+        assert_eq!(
+            ingest_url("http://gw.svc/", &key),
+            "http://gw.svc/v1/ingest/shop/orders"
+        );
+        assert_eq!(
+            publish_url("http://gw.svc", &key),
+            "http://gw.svc/v1/topics/shop/orders/publish"
+        );
+    }
+}
