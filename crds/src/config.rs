@@ -49,6 +49,20 @@ impl ObjectKey {
     }
 }
 
+/// `NAMESPACE/NAME`, as flags name objects.
+impl std::str::FromStr for ObjectKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(ObjectKey::new(ns, name))
+            }
+            _ => Err(format!("{text:?} is not of the form NAMESPACE/NAME")),
+        }
+    }
+}
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)

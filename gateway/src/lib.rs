@@ -3,6 +3,7 @@
 //! [`server::run`].
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod ids;

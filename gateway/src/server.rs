@@ -98,35 +98,23 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let keys = ApiKeys::parse(&std::env::var("HOOKSTREAM_API_KEYS").unwrap_or_default())
         .context("HOOKSTREAM_API_KEYS is invalid")?;
-    if keys.is_empty() {
+    if keys.is_empty() && settings.config_secret.is_none() {
         warn!("no API keys configured (HOOKSTREAM_API_KEYS): the management API refuses every request");
     }
-    let dir = settings.manifests.clone();
-    let initial = tokio::task::spawn_blocking(move || manifests::load(&dir)).await?;
-    let initial = match initial {
-        Ok(c) => c,
-        Err(errors) => {
-            let list = errors
-                .iter()
-                .map(|e| format!("  - {e}"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            let count = match errors.len() {
-                1 => "1 error".to_owned(),
-                n => format!("{n} errors"),
-            };
-            anyhow::bail!(
-                "the manifests in {} are invalid ({count}):\n{list}",
-                settings.manifests.display()
-            );
+    let (initial, cluster) = match (&settings.manifests, &settings.config_secret) {
+        (Some(dir), _) => (load_manifests(dir).await?, None),
+        (None, Some(secret)) => {
+            let cluster = crate::cluster::Cluster::connect(
+                secret.clone(),
+                settings.namespace.clone(),
+                settings.identity.clone(),
+            )
+            .await?;
+            info!(secret = %secret, identity = %cluster.identity, "config from the operator's Secret");
+            (RuntimeConfig::empty(), Some(cluster))
         }
+        (None, None) => anyhow::bail!("give --manifests DIR or --config-secret NAMESPACE/NAME"),
     };
-    info!(
-        sources = initial.sources.len(),
-        destinations = initial.destinations.len(),
-        routes = initial.routes.len(),
-        "config loaded"
-    );
     let store = store::open(&settings.database, settings.sqlite_sync)
         .await
         .with_context(|| format!("cannot open database {}", settings.database))?;
@@ -142,11 +130,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .await?;
 
-    tokio::spawn(manifests::watch(
-        settings.manifests.clone(),
-        config_tx,
-        metrics.clone(),
-    ));
+    match (&cluster, &settings.manifests) {
+        (Some(cluster), _) => {
+            let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(crate::cluster::config::watch(
+                cluster.clone(),
+                config_tx,
+                metrics.clone(),
+                synced_tx,
+            ));
+            // Serve with the current config, not an empty one, when the API server answers.
+            if tokio::time::timeout(CONFIG_WAIT, synced_rx).await.is_err() {
+                warn!(secret = %cluster.config_secret, "the config Secret could not be read yet; serving with no routes until it can");
+            }
+        }
+        (None, Some(dir)) => {
+            tokio::spawn(manifests::watch(dir.clone(), config_tx, metrics.clone()));
+        }
+        (None, None) => {}
+    }
     tokio::spawn(housekeeping(
         store.clone(),
         metrics.clone(),
@@ -162,6 +164,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics,
         settings: settings.clone(),
     });
+    let status_task = cluster.as_ref().map(|cluster| {
+        tokio::spawn(crate::cluster::keys::watch(cluster.clone(), keys.clone()));
+        tokio::spawn(crate::cluster::reset::watch(cluster.clone(), app.clone()));
+        tokio::spawn(crate::cluster::status::run(
+            cluster.clone(),
+            app.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -175,9 +186,38 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     info!("stopped accepting requests; finishing deliveries in flight");
     let _ = shutdown_tx.send(true);
     let _ = delivery_task.await;
+    if let Some(task) = status_task {
+        // Releases the status Lease, so another replica takes over at once.
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     store.writer.flush().await;
     info!("hookstream gateway stopped");
     Ok(())
+}
+
+/// How long startup waits for the config Secret before serving without routes.
+const CONFIG_WAIT: Duration = Duration::from_secs(30);
+
+async fn load_manifests(dir: &std::path::Path) -> anyhow::Result<RuntimeConfig> {
+    let folder = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || manifests::load(&folder)).await? {
+        Ok(config) => Ok(config),
+        Err(errors) => {
+            let list = errors
+                .iter()
+                .map(|e| format!("  - {e}"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let count = match errors.len() {
+                1 => "1 error".to_owned(),
+                n => format!("{n} errors"),
+            };
+            anyhow::bail!(
+                "the manifests in {} are invalid ({count}):\n{list}",
+                dir.display()
+            );
+        }
+    }
 }
 
 async fn shutdown_signal() {

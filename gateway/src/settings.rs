@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use hookstream_crds::config::ObjectKey;
 use ipnet::IpNet;
 
 /// hookstream gateway: receives webhooks, stores them, routes and delivers them with retries
@@ -13,9 +14,25 @@ use ipnet::IpNet;
 #[command(name = "hookstream-gateway", version)]
 pub struct Settings {
     /// Folder of manifests (Source, Destination, Connection, Topic, AlertRule, Secret; YAML
-    /// or JSON, sub-folders included), reloaded when it changes.
-    #[arg(long, env = "HOOKSTREAM_MANIFESTS")]
-    pub manifests: PathBuf,
+    /// or JSON, sub-folders included), reloaded when it changes. Standalone mode.
+    #[arg(
+        long,
+        env = "HOOKSTREAM_MANIFESTS",
+        required_unless_present = "config_secret",
+        conflicts_with = "config_secret"
+    )]
+    pub manifests: Option<PathBuf>,
+    /// In a cluster: the Secret (NAMESPACE/NAME) the operator writes the compiled config to,
+    /// watched through the Kubernetes API (kubeconfig from KUBECONFIG or in-cluster).
+    #[arg(long, env = "HOOKSTREAM_CONFIG_SECRET")]
+    pub config_secret: Option<ObjectKey>,
+    /// In a cluster: namespace of the API key Secrets (labelled hookstream.io/api-key=true)
+    /// and of the status Lease. Default: the config Secret's namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// In a cluster: this replica's name in the status Lease. Default: host name and pid.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "HOOKSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,

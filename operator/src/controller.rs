@@ -60,6 +60,17 @@ pub struct Options {
     pub ingest_base_url: String,
     /// Name of this replica, for Events.
     pub instance: String,
+    /// Only this namespace's objects (and Secrets) are watched; all namespaces when unset.
+    pub watch_namespace: Option<String>,
+}
+
+impl Options {
+    fn api<K: Managed>(&self, client: Client) -> Api<K> {
+        match &self.watch_namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        }
+    }
 }
 
 /// A kind the operator manages.
@@ -212,12 +223,19 @@ pub async fn run(
     let (alert_rules, run_alert_rules) = controller::<AlertRule>(&shared, &shutdown);
 
     let (secrets, writer) = reflector::store::<Secret>();
+    let watch_namespace = shared.options.watch_namespace.clone();
     let wake = shared.clone();
     let mut stop = shutdown.clone();
     let secret_watch = async move {
         let stream = reflector::reflector(
             writer,
-            watcher(Api::<Secret>::all(client), watcher::Config::default()),
+            watcher(
+                match &watch_namespace {
+                    Some(ns) => Api::<Secret>::namespaced(client, ns),
+                    None => Api::<Secret>::all(client),
+                },
+                watcher::Config::default(),
+            ),
         )
         .default_backoff()
         .touched_objects();
@@ -260,14 +278,12 @@ fn controller<K: Managed>(
     shutdown: &watch::Receiver<bool>,
 ) -> (Store<K>, impl std::future::Future<Output = ()>) {
     let mut stop = shutdown.clone();
-    let controller = Controller::new(
-        Api::<K>::all(shared.client.clone()),
-        watcher::Config::default(),
-    )
-    .reconcile_all_on(changes(shared.snapshot.subscribe()))
-    .graceful_shutdown_on(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
+    let api = shared.options.api::<K>(shared.client.clone());
+    let controller = Controller::new(api, watcher::Config::default())
+        .reconcile_all_on(changes(shared.snapshot.subscribe()))
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
     let store = controller.store();
     let run = controller
         .run(reconcile::<K>, error_policy::<K>, shared.clone())
@@ -403,10 +419,12 @@ fn fingerprint(stores: &Stores, config_secret: &ObjectKey) -> u64 {
 /// publishes the compilation. Returns whether the Secret was written.
 async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<bool> {
     let mut seen = Seen::new();
+    // Sorted, so that the same objects always compile to the same bytes (the store's order
+    // is arbitrary) and an unchanged cluster never rewrites the Secret.
     fn take<K: Managed>(store: &Store<K>, seen: &mut Seen) -> Vec<K> {
-        store
-            .state()
-            .into_iter()
+        let mut all = store.state();
+        all.sort_by_key(|o| key_of(&**o));
+        all.into_iter()
             .map(|o| {
                 seen.insert(
                     (K::KIND, key_of(&*o)),
@@ -432,6 +450,7 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
         .filter(|s| namespaces.contains(&s.namespace().unwrap_or_default()))
         .map(|s| (**s).clone())
         .collect();
+    objects.secrets.sort_by_key(key_of);
     let compilation = tokio::task::spawn_blocking(move || compile(&objects)).await?;
     let data = serde_json::to_vec(&compilation.config)?;
 

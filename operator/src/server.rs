@@ -99,6 +99,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             config_secret: settings.gateway_config_secret.clone(),
             ingest_base_url: settings.ingest_base_url.clone(),
             instance: identity.clone(),
+            watch_namespace: settings.watch_namespace.clone(),
         };
         let stop = shutdown_tx.clone();
         let mut follow = leader.clone();

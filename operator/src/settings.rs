@@ -11,7 +11,7 @@ use hookstream_crds::config::ObjectKey;
 #[command(name = "hookstream-operator", version)]
 pub struct Settings {
     /// The Secret (NAMESPACE/NAME) the compiled gateway config is written to.
-    #[arg(long, env = "HOOKSTREAM_GATEWAY_CONFIG_SECRET", value_parser = parse_key)]
+    #[arg(long, env = "HOOKSTREAM_GATEWAY_CONFIG_SECRET")]
     pub gateway_config_secret: ObjectKey,
     /// Base URL of the gateway as webhook senders reach it, like
     /// http://hookstream-gateway.hookstream-system.svc; Sources show
@@ -25,6 +25,10 @@ pub struct Settings {
         default_value = "0.0.0.0:8081"
     )]
     pub metrics_listen: SocketAddr,
+    /// Watch only this namespace (objects and Secrets), for installs without cluster-wide
+    /// permissions. Default: all namespaces.
+    #[arg(long, env = "HOOKSTREAM_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
     /// Namespace of the leader Lease. Default: the config Secret's namespace.
     #[arg(long, env = "HOOKSTREAM_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
@@ -44,16 +48,6 @@ pub struct Settings {
     pub log_json: bool,
 }
 
-/// Parses `NAMESPACE/NAME`.
-pub fn parse_key(text: &str) -> Result<ObjectKey, String> {
-    match text.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok(ObjectKey::new(ns, name))
-        }
-        _ => Err(format!("{text:?} is not of the form NAMESPACE/NAME")),
-    }
-}
-
 fn parse_base_url(text: &str) -> Result<String, String> {
     let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
@@ -71,11 +65,14 @@ mod tests {
     #[test]
     fn secret_names_and_urls_are_checked() {
         assert_eq!(
-            parse_key("hookstream-system/gw").unwrap(),
+            "hookstream-system/gw".parse::<ObjectKey>().unwrap(),
             ObjectKey::new("hookstream-system", "gw")
         );
-        assert!(parse_key("gw").unwrap_err().contains("NAMESPACE/NAME"));
-        assert!(parse_key("a/b/c").is_err());
+        assert!("gw"
+            .parse::<ObjectKey>()
+            .unwrap_err()
+            .contains("NAMESPACE/NAME"));
+        assert!("a/b/c".parse::<ObjectKey>().is_err());
         assert_eq!(
             parse_base_url("http://gw.svc:8080/").unwrap(),
             "http://gw.svc:8080"

@@ -51,6 +51,14 @@ impl ApiKeys {
         *self.hashes.write().unwrap_or_else(|p| p.into_inner()) = hashes;
     }
 
+    /// The accepted hashes.
+    pub fn hashes(&self) -> Vec<[u8; 32]> {
+        self.hashes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether no key is configured.
     pub fn is_empty(&self) -> bool {
         self.hashes
@@ -67,6 +75,11 @@ impl ApiKeys {
             .iter()
             .fold(false, |found, h| found | bool::from(h.ct_eq(&candidate)))
     }
+}
+
+/// The hash of `key` when it is of the documented form.
+pub fn hash_if_valid(key: &str) -> Option<[u8; 32]> {
+    well_formed(key).then(|| hash(key))
 }
 
 fn well_formed(key: &str) -> bool {
@@ -89,7 +102,7 @@ pub async fn require_key(State(keys): State<ApiKeys>, request: Request, next: Ne
     match given {
         _ if keys.is_empty() => ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "the management API is disabled: no API keys are configured (set HOOKSTREAM_API_KEYS)"
+            "the management API is disabled: no API keys are configured (set HOOKSTREAM_API_KEYS, or in a cluster add a Secret labelled hookstream.io/api-key=true)"
                 .to_owned(),
         )
         .into_response(),

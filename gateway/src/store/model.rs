@@ -17,6 +17,26 @@ pub mod state {
     pub const CANCELLED: &str = "cancelled";
 }
 
+/// `kind` of a Source's row in the `counters` table.
+pub const COUNTER_SOURCE: &str = "source";
+/// `kind` of a Destination's row in the `counters` table.
+pub const COUNTER_DESTINATION: &str = "destination";
+
+/// Running totals of one Source or Destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Events received (Sources).
+    pub received: i64,
+    /// Attempts that succeeded (Destinations).
+    pub succeeded: i64,
+    /// Attempts that failed (Destinations).
+    pub failed: i64,
+    /// Deliveries dead-lettered (Destinations).
+    pub dead_lettered: i64,
+    /// Latest event or attempt, unix ms.
+    pub last_at: Option<i64>,
+}
+
 /// Event statuses.
 pub mod event_status {
     /// Stored; no route matched.

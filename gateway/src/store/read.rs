@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use super::model::{state, CircuitRow};
+use super::model::{state, CircuitRow, Counters};
 use super::StoreError;
 
 /// A stored event.
@@ -352,6 +352,36 @@ pub async fn queue_depths(pool: &SqlitePool) -> Result<Vec<(String, String, i64)
                 r.try_get("namespace")?,
                 r.try_get("destination")?,
                 r.try_get("n")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// Running totals by kind (`source` or `destination`), namespace and name.
+pub async fn counters(
+    pool: &SqlitePool,
+) -> Result<Vec<((String, String, String), Counters)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT kind, namespace, name, received, succeeded, failed, dead_lettered, last_at FROM counters",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                (
+                    r.try_get("kind")?,
+                    r.try_get("namespace")?,
+                    r.try_get("name")?,
+                ),
+                Counters {
+                    received: r.try_get("received")?,
+                    succeeded: r.try_get("succeeded")?,
+                    failed: r.try_get("failed")?,
+                    dead_lettered: r.try_get("dead_lettered")?,
+                    last_at: r.try_get("last_at")?,
+                },
             ))
         })
         .collect::<Result<_, sqlx::Error>>()

@@ -2,6 +2,7 @@
 //! groups. A failed group is retried one operation per transaction, so one bad operation
 //! cannot fail the others.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sqlx::sqlite::{Sqlite, SqliteConnection};
@@ -11,7 +12,7 @@ use tracing::{error, warn};
 
 use super::model::{
     event_status, state, CircuitRow, Completion, DedupClaim, InsertOutcome, Job, NewDelivery,
-    NewEvent, Outcome, RouteKind,
+    NewEvent, Outcome, RouteKind, COUNTER_DESTINATION, COUNTER_SOURCE,
 };
 use super::{now_ms, StoreError};
 
@@ -446,8 +447,76 @@ fn push_plain<'a>(st: &mut Statements<'a>, ops: &[&'a Op], now: i64) {
     push_events(st, &events);
     push_deliveries(st, &deliveries, now);
     push_completions(st, &completions, now);
+    push_counters(st, &events, &completions);
     for row in circuits {
         push_circuit(st, row);
+    }
+}
+
+/// Per Source: events received; per Destination: attempts that succeeded or failed and
+/// deliveries dead-lettered; each with the time of the latest. One upsert per commit.
+fn push_counters<'a>(
+    st: &mut Statements<'a>,
+    events: &[(&'a NewEvent, bool)],
+    completions: &[&'a Completion],
+) {
+    #[derive(Default)]
+    struct Totals {
+        received: i64,
+        succeeded: i64,
+        failed: i64,
+        dead: i64,
+        last_at: i64,
+    }
+    let mut totals: BTreeMap<(&'static str, &'a str, &'a str), Totals> = BTreeMap::new();
+    for (event, _) in events {
+        let t = totals
+            .entry((COUNTER_SOURCE, &event.namespace, &event.source))
+            .or_default();
+        t.received += 1;
+        t.last_at = t.last_at.max(event.received_at);
+    }
+    for c in completions {
+        let Some(attempt) = &c.attempt else { continue };
+        let t = totals
+            .entry((COUNTER_DESTINATION, &c.job.namespace, &c.job.destination))
+            .or_default();
+        if matches!(c.outcome, Outcome::Succeeded) {
+            t.succeeded += 1;
+        } else {
+            t.failed += 1;
+        }
+        if matches!(c.outcome, Outcome::Dead) {
+            t.dead += 1;
+        }
+        t.last_at = t.last_at.max(attempt.attempted_at);
+    }
+    if totals.is_empty() {
+        return;
+    }
+    let rows: Vec<_> = totals.into_iter().collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT / 2) {
+        st.next(
+            "INSERT INTO counters (kind, namespace, name, received, succeeded, failed, dead_lettered, last_at) ",
+        )
+        .push_values(chunk, |mut row, ((kind, namespace, name), t)| {
+            row.push_bind(*kind)
+                .push_bind(*namespace)
+                .push_bind(*name)
+                .push_bind(t.received)
+                .push_bind(t.succeeded)
+                .push_bind(t.failed)
+                .push_bind(t.dead)
+                .push_bind(t.last_at);
+        })
+        .push(
+            " ON CONFLICT (kind, namespace, name) DO UPDATE SET
+                received = counters.received + excluded.received,
+                succeeded = counters.succeeded + excluded.succeeded,
+                failed = counters.failed + excluded.failed,
+                dead_lettered = counters.dead_lettered + excluded.dead_lettered,
+                last_at = MAX(COALESCE(counters.last_at, 0), excluded.last_at)",
+        );
     }
 }
 
