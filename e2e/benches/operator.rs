@@ -59,7 +59,10 @@ spec: {{source: src-{round}, destination: dst-{round}}}
             if receiver.received().len() > before {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "never delivered");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "never delivered"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         firsts.push(started.elapsed());
@@ -150,5 +153,9 @@ spec: {{source: src-{round}, destination: dst-{round}}}
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let got = receiver.wait_for(before + 1, Duration::from_secs(10)).await;
-    assert_eq!(got[before].json()["route"], 777, "routed by the 777th filter");
+    assert_eq!(
+        got[before].json()["route"],
+        777,
+        "routed by the 777th filter"
+    );
 }

@@ -38,7 +38,10 @@ pub struct ControlPlane {
 pub fn control_plane() -> &'static ControlPlane {
     static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
     CONTROL_PLANE.get_or_init(|| {
+        // Without KUBECONFIG, kube-up writes e2e/.kube/config and never touches a kubeconfig
+        // of the developer's own.
         let out = Command::new(root().join("e2e/kube-up"))
+            .env_remove("KUBECONFIG")
             .stderr(Stdio::inherit())
             .output()
             .expect("cannot run e2e/kube-up");

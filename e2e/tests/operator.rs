@@ -612,3 +612,67 @@ fn the_chart_and_kustomize_install_paths_apply_to_a_real_apiserver() {
     assert!(out.status.success(), "check-install failed:\n{text}");
     assert!(text.contains("check-install: ok"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_shows_its_publish_url_and_fans_out_to_its_subscribers() {
+    let ns = Namespace::create("topic");
+    let receiver = Receiver::start().await;
+    let (gw, _op) = stack(&ns).await;
+    ns.apply_ok(&format!(
+        r#"
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: out}}
+spec:
+  type: http
+  http: {{url: "{}/sub"}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Topic
+metadata: {{name: orders}}
+spec:
+  subscriptions:
+    - destination: out
+      filters: [{{field: body.type, op: eq, value: order.created}}]
+"#,
+        receiver.url
+    ));
+    wait_ready(&ns, "topic", "orders", SLOW).await;
+    let topic = ns.get("topic", "orders").unwrap();
+    let url = topic["status"]["publishUrl"].as_str().unwrap().to_owned();
+    assert_eq!(
+        url,
+        format!("{}/v1/topics/{}/orders/publish", gw.base, ns.name)
+    );
+    let table = ns.kubectl_ok(&["get", "topics"]);
+    assert!(table.contains(&url), "{table}");
+
+    let (status, answer) = post(
+        &url,
+        r#"{"type":"order.created","id":"ord_9"}"#,
+        &[("x-api-key", API_KEY)],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["topic"], format!("{}/orders", ns.name));
+    let (status, _) = post(&url, r#"{"type":"order.paid"}"#, &[("x-api-key", API_KEY)]).await;
+    assert_eq!(status, 200);
+    let got = receiver.wait_for(1, SLOW).await;
+    assert_eq!(got[0].json()["id"], "ord_9");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "the filter lets only order.created through"
+    );
+
+    // A Topic whose subscriber does not exist says so.
+    ns.apply_ok(
+        "apiVersion: hookstream.io/v1alpha1\nkind: Topic\nmetadata: {name: lonely}\nspec: {subscriptions: [{destination: nobody}]}\n",
+    );
+    let (_, reason, _) = eventually("Topic lonely Ready=False", SLOW, || {
+        ready(&ns, "topic", "lonely").filter(|(s, ..)| s == "False")
+    })
+    .await;
+    assert_eq!(reason, "DestinationNotFound");
+}

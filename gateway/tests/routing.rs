@@ -1193,3 +1193,78 @@ fn every_manifest_error_is_listed_at_once() {
     );
     assert!(stderr.contains("2 errors"), "the count is given:\n{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_a_topic_fans_out_to_matching_subscriptions_with_an_api_key() {
+    let receiver = Receiver::start().await;
+    let manifests = format!(
+        r#"{}{}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Topic
+metadata: {{name: orders, namespace: t}}
+spec:
+  subscriptions:
+    - destination: d-all
+    - destination: d-big
+      filters: [{{field: body.amount, op: gte, value: 100}}]
+      transform: {{jsonata: '{{"big": amount}}'}}
+"#,
+        destination("all", &receiver.url, "{maxRetries: 0}"),
+        destination("big", &receiver.url, "{maxRetries: 0}"),
+    );
+    let gw = Gateway::start(&manifests).await;
+    let url = format!("{}/v1/topics/t/orders/publish", gw.base);
+    let http = reqwest::Client::new();
+
+    let anonymous = http
+        .post(&url)
+        .body(r#"{"amount":5}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status().as_u16(),
+        401,
+        "publishing needs an API key"
+    );
+
+    let (status, small) = gw
+        .post_json("/v1/topics/t/orders/publish", r#"{"amount":5}"#)
+        .await;
+    assert_eq!(status, 200, "{small}");
+    assert_eq!(small["topic"], "t/orders");
+    assert!(small["event_id"].as_str().unwrap().starts_with("evt_"));
+    assert!(small["received_at"].as_str().unwrap().ends_with('Z'));
+    let (_, big) = gw
+        .post_json("/v1/topics/t/orders/publish", r#"{"amount":500}"#)
+        .await;
+
+    let got = receiver.wait_for(3, WAIT).await;
+    let mut seen: Vec<(String, Value)> = got
+        .iter()
+        .map(|r| (r.uri.path().to_owned(), r.json()))
+        .collect();
+    seen.sort_by_key(|(p, v)| (p.clone(), v["amount"].as_i64()));
+    assert_eq!(
+        seen,
+        vec![
+            ("/all".to_owned(), json!({"amount": 5})),
+            ("/all".to_owned(), json!({"amount": 500})),
+            ("/big".to_owned(), json!({"big": 500})),
+        ]
+    );
+    let stored = event(&gw, big["event_id"].as_str().unwrap()).await;
+    assert_eq!(stored["source_id"], "t/topic:orders", "{stored}");
+
+    let (status, missing) = gw.post_json("/v1/topics/t/nope/publish", "{}").await;
+    assert_eq!(status, 404, "{missing}");
+    assert!(missing["error"].as_str().unwrap().contains("topic t/nope"));
+    // A Topic is not an ingest endpoint, and a Source is not a topic.
+    assert_eq!(
+        gw.ingest("t", "orders", "{}", &[]).await.status().as_u16(),
+        404
+    );
+    let (status, _) = gw.post_json("/v1/topics/t/in/publish", "{}").await;
+    assert_eq!(status, 404);
+}

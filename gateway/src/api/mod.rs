@@ -50,6 +50,10 @@ pub fn routes() -> Router<AppState> {
             "/v1/destinations/{namespace}/{name}/circuit/reset",
             post(reset_circuit),
         )
+        .route(
+            "/v1/topics/{namespace}/{topic}/publish",
+            post(crate::ingest::publish),
+        )
 }
 
 /// Unix milliseconds as RFC 3339 UTC.

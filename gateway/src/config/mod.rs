@@ -74,8 +74,8 @@ pub struct RuntimeConfig {
     pub destinations: HashMap<ObjectKey, Arc<DestinationConfig>>,
     /// Routes by (namespace, kind, name).
     pub routes: HashMap<(String, RouteKind, String), Arc<Route>>,
-    /// Topic subscriptions by topic.
-    pub topics: HashMap<ObjectKey, Vec<Arc<Route>>>,
+    /// Topics by namespace and name: publish targets whose routes are the subscriptions.
+    pub topics: HashMap<ObjectKey, Arc<RuntimeSource>>,
     /// The compiled config this was built from.
     pub compiled: GatewayConfig,
 }
@@ -164,7 +164,24 @@ impl RuntimeConfig {
                 );
                 subs.push(route);
             }
-            topics.insert(t.key.clone(), subs);
+            // A publish is an ingest without the Source checks (callers authenticate with an
+            // API key instead), routed by the subscriptions.
+            let target = RuntimeSource {
+                config: SourceConfig {
+                    key: t.key.clone(),
+                    verification: None,
+                    dedup: None,
+                    ip_filter: None,
+                    schema: None,
+                    max_body_bytes: None,
+                    rate_limit: None,
+                },
+                schema: None,
+                needs_body: subs.iter().any(|r| r.needs_body()),
+                limiter: None,
+                routes: subs,
+            };
+            topics.insert(t.key.clone(), Arc::new(target));
         }
         let mut sources = HashMap::new();
         for s in &compiled.sources {

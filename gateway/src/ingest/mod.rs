@@ -42,16 +42,27 @@ pub async fn ingest(
     body: Body,
 ) -> Response {
     let label = format!("{namespace}/{source}");
-    let outcome = handle(
-        &app,
-        ObjectKey::new(namespace, source),
-        peer,
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await;
+    let key = ObjectKey::new(namespace, source);
+    let target = app.config.borrow().sources.get(&key).cloned();
+    let outcome = match target {
+        Some(target) => {
+            handle(
+                &app,
+                &target,
+                key.name.clone(),
+                peer,
+                method,
+                uri,
+                headers,
+                body,
+            )
+            .await
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("source {key} not found"),
+        )),
+    };
     let name = match &outcome {
         Ok(Accepted {
             duplicate: true, ..
@@ -86,26 +97,78 @@ pub async fn ingest(
 
 struct Accepted {
     event_id: String,
+    received_at: i64,
     duplicate: bool,
     validation_errors: Option<Value>,
 }
 
+/// `POST /v1/topics/{namespace}/{topic}/publish` (behind the API key): stores the event and
+/// fans it out to the Topic's subscriptions. Events published to a topic are listed with the
+/// source `topic:{name}`.
+pub async fn publish(
+    State(app): State<AppState>,
+    Path((namespace, topic)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let key = ObjectKey::new(namespace, topic);
+    let target = app.config.borrow().topics.get(&key).cloned();
+    let label = format!("{}/{TOPIC_PREFIX}{}", key.namespace, key.name);
+    let outcome = match target {
+        Some(target) => {
+            let source = format!("{TOPIC_PREFIX}{}", key.name);
+            handle(&app, &target, source, peer, method, uri, headers, body).await
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("topic {key} not found"),
+        )),
+    };
+    let source_label = match &outcome {
+        Err(e) if e.status == StatusCode::NOT_FOUND => "unknown",
+        _ => label.as_str(),
+    };
+    app.metrics
+        .ingest_requests
+        .with_label_values(&[
+            source_label,
+            outcome
+                .as_ref()
+                .map_or_else(|e| e.outcome(), |_| "accepted"),
+        ])
+        .inc();
+    match outcome {
+        Ok(a) => (
+            StatusCode::OK,
+            Json(json!({
+                "event_id": a.event_id,
+                "topic": key.to_string(),
+                "received_at": crate::api::rfc3339(a.received_at),
+            })),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Prefix of the stored source name of events published to a Topic.
+pub const TOPIC_PREFIX: &str = "topic:";
+
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     app: &AppState,
-    key: ObjectKey,
+    source: &RuntimeSource,
+    source_name: String,
     peer: SocketAddr,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Accepted, ApiError> {
-    let config = app.config.borrow().clone();
-    let Some(source) = config.sources.get(&key).cloned() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("source {key} not found"),
-        ));
-    };
+    let key = &source.config.key;
     let client = ipfilter::client_ip(peer.ip(), &headers, &app.settings.trusted_proxies);
     if let Some(filter) = &source.config.ip_filter {
         if !ipfilter::is_allowed(filter, client) {
@@ -144,11 +207,11 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(&key, limit));
+        return Err(too_large(key, limit));
     }
     let body: Bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| too_large(&key, limit))?;
+        .map_err(|_| too_large(key, limit))?;
     let now = now_ms();
     if let Some(verification) = &source.config.verification {
         // Every verification failure counts as `unauthorized` in the ingest metric (its
@@ -171,7 +234,7 @@ async fn handle(
     } else {
         None
     };
-    let validation_errors = validate(&source, &key, parsed.as_ref())?;
+    let validation_errors = validate(source, key, parsed.as_ref())?;
 
     let header_pairs: Vec<(String, String)> = headers
         .iter()
@@ -210,7 +273,7 @@ async fn handle(
     let event = Arc::new(NewEvent {
         id: ids::event(),
         namespace: key.namespace.clone(),
-        source: key.name.clone(),
+        source: source_name,
         method: method.as_str().to_owned(),
         path: uri.path().to_owned(),
         query: query_text,
@@ -265,6 +328,7 @@ async fn handle(
             debug!(source = %key, event_id = %event_id, "duplicate event");
             Ok(Accepted {
                 event_id,
+                received_at: now,
                 duplicate: true,
                 validation_errors: None,
             })
@@ -300,6 +364,7 @@ async fn handle(
             }
             Ok(Accepted {
                 event_id: event.id.clone(),
+                received_at: now,
                 duplicate: false,
                 validation_errors,
             })

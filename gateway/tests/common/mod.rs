@@ -217,6 +217,21 @@ impl Gateway {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// POST a JSON body to an API path with the key; returns status and JSON.
+    pub async fn post_json(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-api-key", API_KEY)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// Polls the event until its status is `status`.
     pub async fn wait_event_status(&self, id: &str, status: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
