@@ -12,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let settings = Settings::parse();
-    hookstream_gateway::server::init_logging(settings.log_json);
+    hookstream_common::init_logging(settings.log_json);
     // Panics inside the JSONata engine are caught and recorded as failed attempts; this
     // sends their report to the structured log instead of raw stderr.
     std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));

@@ -38,21 +38,6 @@ pub struct App {
     pub settings: Arc<Settings>,
 }
 
-/// Sets up logging: `RUST_LOG` filter (default `info`), text or JSON lines.
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 /// The router: ingest (public), health and metrics (public), the API (keyed).
 pub fn router(app: AppState, keys: ApiKeys) -> Router {
     let api = crate::api::routes().layer(axum::middleware::from_fn_with_state(
@@ -87,7 +72,7 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            hookstream_common::METRICS_CONTENT_TYPE,
         )],
         app.metrics.render(),
     )
@@ -181,7 +166,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         listener,
         router(app, keys).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(hookstream_common::shutdown_signal())
     .await?;
     info!("stopped accepting requests; finishing deliveries in flight");
     let _ = shutdown_tx.send(true);
@@ -218,28 +203,6 @@ async fn load_manifests(dir: &std::path::Path) -> anyhow::Result<RuntimeConfig> 
             );
         }
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    info!("shutdown signal received");
 }
 
 /// Retention and gauges: deletes expired events in batches, refreshes queue depths.

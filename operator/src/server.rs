@@ -21,21 +21,6 @@ use crate::settings::Settings;
 /// Seconds a Lease is held without renewal before another replica may take it.
 const LEASE_SECONDS: u64 = 15;
 
-/// Sets up logging: `RUST_LOG` filter (default `info`), text or JSON lines.
-pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 #[derive(Clone)]
 struct Health {
     metrics: Metrics,
@@ -49,12 +34,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("cannot build a Kubernetes client (KUBECONFIG or in-cluster config)")?;
     let metrics = Metrics::new();
-    let identity = settings.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "hookstream-operator".to_owned());
-        format!("{host}-{}", std::process::id())
-    });
+    let identity = hookstream_common::identity(settings.identity.clone(), "hookstream-operator");
     // Ready once this replica follows a leader or, as the leader, has written the config.
     let (ready_tx, ready_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(settings.metrics_listen)
@@ -84,7 +64,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (mut leader, lease_task) = lease.watch().await;
     let _ = ready_tx.send(true);
     info!(lease = %format!("{namespace}/{}", settings.lease_name), "waiting for leadership");
-    let signal = shutdown_signal();
+    let signal = hookstream_common::shutdown_signal();
     tokio::pin!(signal);
     let elected = tokio::select! {
         r = leader.wait_for(|l| *l) => r.is_ok(),
@@ -163,7 +143,7 @@ async fn serve(listener: tokio::net::TcpListener, health: Health, mut stop: watc
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        hookstream_common::METRICS_CONTENT_TYPE,
                     )],
                     h.metrics.render(),
                 )
@@ -181,23 +161,4 @@ async fn serve(listener: tokio::net::TcpListener, health: Health, mut stop: watc
     if let Err(e) = served {
         warn!(error = %e, "metrics server failed");
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    info!("shutdown signal received");
 }

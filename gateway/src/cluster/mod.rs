@@ -38,12 +38,7 @@ impl Cluster {
         let client = Client::try_default().await.map_err(|e| {
             anyhow::anyhow!("cannot build a Kubernetes client (KUBECONFIG or in-cluster): {e}")
         })?;
-        let identity = identity.unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "hookstream-gateway".to_owned());
-            format!("{host}-{}", std::process::id())
-        });
+        let identity = hookstream_common::identity(identity, "hookstream-gateway");
         Ok(Cluster {
             client,
             namespace: namespace.unwrap_or_else(|| config_secret.namespace.clone()),

@@ -31,6 +31,15 @@ use crate::pipeline::filter::EventView;
 use crate::server::AppState;
 use crate::store::{now_ms, DedupClaim, InsertOutcome, Job, NewDelivery, NewEvent};
 
+/// The request as ingest and publish receive it.
+struct Incoming {
+    peer: SocketAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+}
+
 /// The ingest handler.
 pub async fn ingest(
     State(app): State<AppState>,
@@ -41,46 +50,27 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let label = format!("{namespace}/{source}");
     let key = ObjectKey::new(namespace, source);
     let target = app.config.borrow().sources.get(&key).cloned();
-    let outcome = match target {
-        Some(target) => {
-            handle(
-                &app,
-                &target,
-                key.name.clone(),
-                peer,
-                method,
-                uri,
-                headers,
-                body,
-            )
-            .await
-        }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("source {key} not found"),
-        )),
+    let incoming = Incoming {
+        peer,
+        method,
+        uri,
+        headers,
+        body,
     };
-    let name = match &outcome {
-        Ok(Accepted {
-            duplicate: true, ..
-        }) => "duplicate",
-        Ok(_) => "accepted",
-        Err(e) => e.outcome(),
-    };
-    // Unknown sources are not labelled by name: the label set must stay bounded.
-    let source_label = if matches!(&outcome, Err(e) if e.status == StatusCode::NOT_FOUND) {
-        "unknown"
-    } else {
-        label.as_str()
-    };
-    app.metrics
-        .ingest_requests
-        .with_label_values(&[source_label, name])
-        .inc();
-    match outcome {
+    let label = key.to_string();
+    match accept(
+        &app,
+        "source",
+        &key,
+        target,
+        key.name.clone(),
+        &label,
+        incoming,
+    )
+    .await
+    {
         Ok(a) => {
             let mut body = json!({ "event_id": a.event_id, "source_id": label });
             if a.duplicate {
@@ -93,13 +83,6 @@ pub async fn ingest(
         }
         Err(e) => e.into_response(),
     }
-}
-
-struct Accepted {
-    event_id: String,
-    received_at: i64,
-    duplicate: bool,
-    validation_errors: Option<Value>,
 }
 
 /// `POST /v1/topics/{namespace}/{topic}/publish` (behind the API key): stores the event and
@@ -116,31 +99,16 @@ pub async fn publish(
 ) -> Response {
     let key = ObjectKey::new(namespace, topic);
     let target = app.config.borrow().topics.get(&key).cloned();
-    let label = format!("{}/{TOPIC_PREFIX}{}", key.namespace, key.name);
-    let outcome = match target {
-        Some(target) => {
-            let source = format!("{TOPIC_PREFIX}{}", key.name);
-            handle(&app, &target, source, peer, method, uri, headers, body).await
-        }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("topic {key} not found"),
-        )),
+    let incoming = Incoming {
+        peer,
+        method,
+        uri,
+        headers,
+        body,
     };
-    let source_label = match &outcome {
-        Err(e) if e.status == StatusCode::NOT_FOUND => "unknown",
-        _ => label.as_str(),
-    };
-    app.metrics
-        .ingest_requests
-        .with_label_values(&[
-            source_label,
-            outcome
-                .as_ref()
-                .map_or_else(|e| e.outcome(), |_| "accepted"),
-        ])
-        .inc();
-    match outcome {
+    let stored = format!("{TOPIC_PREFIX}{}", key.name);
+    let label = format!("{}/{stored}", key.namespace);
+    match accept(&app, "topic", &key, target, stored, &label, incoming).await {
         Ok(a) => (
             StatusCode::OK,
             Json(json!({
@@ -157,17 +125,63 @@ pub async fn publish(
 /// Prefix of the stored source name of events published to a Topic.
 pub const TOPIC_PREFIX: &str = "topic:";
 
-#[allow(clippy::too_many_arguments)]
+/// Stores the request as an event of `target` (404 naming the `what` when there is none)
+/// and counts the outcome under `label`.
+async fn accept(
+    app: &AppState,
+    what: &str,
+    key: &ObjectKey,
+    target: Option<Arc<RuntimeSource>>,
+    stored_name: String,
+    label: &str,
+    incoming: Incoming,
+) -> Result<Accepted, ApiError> {
+    let outcome = match target {
+        Some(target) => handle(app, &target, stored_name, incoming).await,
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{what} {key} not found"),
+        )),
+    };
+    let name = match &outcome {
+        Ok(Accepted {
+            duplicate: true, ..
+        }) => "duplicate",
+        Ok(_) => "accepted",
+        Err(e) => e.outcome(),
+    };
+    // Unknown names are not labelled: the label set must stay bounded.
+    let label = match &outcome {
+        Err(e) if e.status == StatusCode::NOT_FOUND => "unknown",
+        _ => label,
+    };
+    app.metrics
+        .ingest_requests
+        .with_label_values(&[label, name])
+        .inc();
+    outcome
+}
+
+struct Accepted {
+    event_id: String,
+    received_at: i64,
+    duplicate: bool,
+    validation_errors: Option<Value>,
+}
+
 async fn handle(
     app: &AppState,
     source: &RuntimeSource,
     source_name: String,
-    peer: SocketAddr,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    incoming: Incoming,
 ) -> Result<Accepted, ApiError> {
+    let Incoming {
+        peer,
+        method,
+        uri,
+        headers,
+        body,
+    } = incoming;
     let key = &source.config.key;
     let client = ipfilter::client_ip(peer.ip(), &headers, &app.settings.trusted_proxies);
     if let Some(filter) = &source.config.ip_filter {
