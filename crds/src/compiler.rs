@@ -20,9 +20,10 @@ use crate::config::{
     SigningConfig, SourceConfig, SubscriptionConfig, TopicConfig, VerificationConfig,
 };
 use crate::duration;
+use crate::templates::{self, SourcePreset};
 use crate::v1alpha1::{
     AlertRule, Backoff, Connection, DedupStrategy, Destination, DestinationType, Filter, FilterOp,
-    SecretKeyRef, SigningAlgorithm, Source, Topic, Transform, VerificationType,
+    SecretKeyRef, SigningAlgorithm, Source, Topic, Transform, Verification, VerificationType,
 };
 
 /// Namespace of objects that do not name one.
@@ -38,9 +39,6 @@ pub const MAX_TIMEOUT_SECONDS: u32 = 300;
 /// Most retries a Destination may ask for.
 pub const MAX_RETRIES: u32 = 20;
 const DEFAULT_DEDUP_WINDOW_SECONDS: u64 = 300;
-const DEFAULT_TOLERANCE: &str = "5m";
-const DEFAULT_HMAC_HEADER: &str = "x-hookstream-signature";
-const DEFAULT_STANDARD_WEBHOOKS_HEADER: &str = "webhook-signature";
 const DEFAULT_SIGNING_HEADER: &str = "X-Hookstream-Signature";
 
 /// Everything the compiler reads.
@@ -424,67 +422,160 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn compile_source(source: &Source, ctx: &mut Ctx<'_>) -> Option<SourceConfig> {
-    let spec = &source.spec;
-    if let Some(template) = &spec.template {
-        if template != "custom" {
-            ctx.error(
-                "spec.template",
-                Reason::Unsupported,
-                format!("template {template:?} is not supported by this gateway; use \"custom\" with an explicit verification"),
+/// The verification of a Source: its own fields over its template's preset.
+fn compile_verification(
+    ctx: &mut Ctx<'_>,
+    given: Option<&Verification>,
+    preset: Option<&SourcePreset>,
+) -> Option<VerificationConfig> {
+    let from_template = preset.and_then(|p| p.verification);
+    let v = match (given, from_template, preset) {
+        (Some(v), ..) => v,
+        (None, Some(_), Some(p)) => {
+            let message = format!(
+                "is required: template {} verifies signatures; name the Secret key that holds the {} signing secret",
+                p.id.as_str(),
+                p.name
             );
+            ctx.error("spec.verification.secretRef", Reason::InvalidSpec, message);
+            return None;
+        }
+        (None, ..) => return None,
+    };
+    let Some(scheme) = v.type_.or(from_template.map(|p| p.scheme)) else {
+        let message = "is required unless spec.template sets it".to_owned();
+        ctx.error("spec.verification.type", Reason::InvalidSpec, message);
+        return None;
+    };
+    // The template's header, encoding and window belong to its scheme only.
+    let base = from_template.filter(|p| p.scheme == scheme);
+    let refs: Vec<(String, &SecretKeyRef)> = v
+        .secret_ref
+        .iter()
+        .map(|r| ("spec.verification.secretRef".to_owned(), r))
+        .chain(
+            v.secret_refs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("spec.verification.secretRefs[{i}]"), r)),
+        )
+        .collect();
+    if refs.is_empty() {
+        let message = "is required: the verification needs the signing secret".to_owned();
+        ctx.error("spec.verification.secretRef", Reason::InvalidSpec, message);
+    }
+    let mut secrets = Vec::new();
+    for (field, reference) in refs {
+        if let Some(secret) = verification_secret(ctx, scheme, &field, reference) {
+            secrets.push(secret);
         }
     }
+    let header = match &v.header {
+        Some(h) => {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                ctx.error(
+                    "spec.verification.header",
+                    Reason::InvalidSpec,
+                    format!("{h:?} is not a valid header name"),
+                );
+            }
+            h.to_ascii_lowercase()
+        }
+        None => base.map_or_else(
+            || templates::default_header(scheme).to_owned(),
+            |b| b.header.to_owned(),
+        ),
+    };
+    let tolerance_seconds = match &v.tolerance {
+        Some(text) => (ctx.duration_ms("spec.verification.tolerance", text)? / 1000).max(1),
+        None => base
+            .and_then(|b| b.tolerance_seconds)
+            .unwrap_or_else(|| templates::default_tolerance_seconds(scheme)),
+    };
+    Some(VerificationConfig {
+        scheme,
+        secrets,
+        header,
+        encoding: v.encoding.or(base.and_then(|b| b.encoding)),
+        prefix: v
+            .prefix
+            .clone()
+            .or(base.and_then(|b| b.prefix.map(str::to_owned))),
+        tolerance_seconds,
+    })
+}
 
-    let verification = spec.verification.as_ref().and_then(|v| {
-        let scheme = v.type_;
-        let secrets = match &v.secret_ref {
+/// The key material of one secretRef, in the form the scheme uses.
+fn verification_secret(
+    ctx: &mut Ctx<'_>,
+    scheme: VerificationType,
+    field: &str,
+    reference: &SecretKeyRef,
+) -> Option<SecretValue> {
+    let raw = ctx.secret(field, reference)?;
+    let what = |ctx: &Ctx<'_>, kind: &str| {
+        format!(
+            "Secret {}/{} key {:?} is not {kind}",
+            ctx.key.namespace, reference.name, reference.key
+        )
+    };
+    match scheme {
+        VerificationType::StandardWebhooks => match standard_webhooks_key(&raw) {
+            Some(key) => Some(SecretValue(key)),
             None => {
-                let message = "is required: the verification needs the signing secret".to_owned();
-                ctx.error("spec.verification.secretRef", Reason::InvalidSpec, message);
-                Vec::new()
+                let message = what(
+                    ctx,
+                    "a Standard Webhooks secret (whsec_ followed by base64)",
+                );
+                ctx.error(field, Reason::InvalidSpec, message);
+                None
             }
-            Some(reference) => {
-                let raw = ctx.secret("spec.verification.secretRef", reference)?;
-                if scheme == VerificationType::StandardWebhooks {
-                    match standard_webhooks_key(&raw) {
-                        Some(key) => vec![SecretValue(key)],
-                        None => {
-                            let message = format!(
-                                "Secret {}/{} key {:?} is not a Standard Webhooks secret (whsec_ followed by base64)",
-                                ctx.key.namespace, reference.name, reference.key
-                            );
-                            ctx.error("spec.verification.secretRef", Reason::InvalidSpec, message);
-                            Vec::new()
-                        }
-                    }
-                } else {
-                    vec![SecretValue(raw)]
-                }
+        },
+        VerificationType::Sendgrid => match crate::keys::ecdsa_p256_public_key(&raw) {
+            Some(der) => Some(SecretValue(der)),
+            None => {
+                let message = what(
+                    ctx,
+                    "an ECDSA P-256 public key (base64 DER, as SendGrid shows it, or PEM)",
+                );
+                ctx.error(field, Reason::InvalidSpec, message);
+                None
             }
-        };
-        let header = match &v.header {
-            Some(h) => {
-                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                    ctx.error("spec.verification.header", Reason::InvalidSpec, format!("{h:?} is not a valid header name"));
-                }
-                h.to_ascii_lowercase()
+        },
+        VerificationType::BasicAuth => {
+            // The referenced key holds the password; `username` of the same Secret the user.
+            let user_ref = SecretKeyRef {
+                name: reference.name.clone(),
+                key: "username".to_owned(),
+            };
+            let user = ctx.secret(field, &user_ref)?;
+            if user.contains(&b':') {
+                let message = what(ctx, "usable: a Basic auth user name cannot contain ':'")
+                    .replace(&format!("key {:?}", reference.key), "key \"username\"");
+                ctx.error(field, Reason::InvalidSpec, message);
+                return None;
             }
-            None if scheme == VerificationType::StandardWebhooks => DEFAULT_STANDARD_WEBHOOKS_HEADER.to_owned(),
-            None => DEFAULT_HMAC_HEADER.to_owned(),
-        };
-        let tolerance_ms =
-            ctx.duration_ms("spec.verification.tolerance", v.tolerance.as_deref().unwrap_or(DEFAULT_TOLERANCE))?;
-        Some(VerificationConfig {
-            scheme,
-            secrets,
-            header,
-            encoding: v.encoding,
-            prefix: v.prefix.clone(),
-            tolerance_seconds: (tolerance_ms / 1000).max(1),
-        })
-    });
+            let mut credentials = user;
+            credentials.push(b':');
+            credentials.extend_from_slice(&raw);
+            Some(SecretValue(credentials))
+        }
+        _ => Some(SecretValue(raw)),
+    }
+}
 
+fn compile_source(source: &Source, ctx: &mut Ctx<'_>) -> Option<SourceConfig> {
+    let spec = &source.spec;
+    let preset = spec.template.map(templates::source_preset);
+    let verification = compile_verification(ctx, spec.verification.as_ref(), preset);
+
+    let preset_dedup = preset
+        .and_then(|p| p.dedup)
+        .map(|(strategy, field)| DedupConfig {
+            strategy,
+            field: field.map(str::to_owned),
+            window_seconds: DEFAULT_DEDUP_WINDOW_SECONDS,
+        });
     let dedup = spec.dedup.as_ref().map(|d| {
         let needs_field = matches!(
             d.strategy,
@@ -522,6 +613,7 @@ fn compile_source(source: &Source, ctx: &mut Ctx<'_>) -> Option<SourceConfig> {
             window_seconds: d.window_seconds.unwrap_or(DEFAULT_DEDUP_WINDOW_SECONDS),
         }
     });
+    let dedup = dedup.or(preset_dedup);
 
     let ip_filter = spec.ip_filter.as_ref().map(|f| IpFilterConfig {
         allow: parse_networks(ctx, "spec.ipFilter.allow", &f.allow),

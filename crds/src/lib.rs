@@ -10,7 +10,9 @@ pub mod compiler;
 pub mod config;
 pub mod crdgen;
 pub mod duration;
+pub mod keys;
 pub mod manifest;
+pub mod templates;
 pub mod v1alpha1;
 
 /// The API group of every hookstream kind.

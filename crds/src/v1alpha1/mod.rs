@@ -25,6 +25,6 @@ pub use destination::{
 };
 pub use source::{
     Dedup, DedupStrategy, IpFilter, RateLimit, SchemaAction, SchemaValidation, SignatureEncoding,
-    Source, SourceSpec, SourceStatus, Verification, VerificationType,
+    Source, SourceSpec, SourceStatus, SourceTemplate, Verification, VerificationType,
 };
 pub use topic::{Subscription, Topic, TopicSpec, TopicStatus};

@@ -48,11 +48,18 @@ use super::common::SecretKeyRef;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.verification) || has(self.verification.type) || has(self.template)",
+    "message": "verification.type is required unless spec.template sets it (for example template: stripe)"
+}]))]
 pub struct SourceSpec {
-    /// Provider preset (for example `stripe`, `github`, `shopify`, `custom`). It selects the
-    /// signature scheme and headers; explicit `verification` fields override it.
+    /// Provider preset: `stripe`, `shopify`, `github`, `slack`, `twilio`, `sendgrid`,
+    /// `intercom`, `linear`, `clerk`, `svix`, `paddle`, `resend`, `postmark`, `typeform` or
+    /// `custom`. It selects the provider's signature scheme, headers, encoding and replay
+    /// window, and its dedup key; `verification.secretRef` names the key, and explicit
+    /// `verification` and `dedup` fields override the template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
+    pub template: Option<SourceTemplate>,
     /// Signature verification. Requests whose signature is missing or wrong are refused with
     /// 401 and not stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,18 +102,26 @@ pub struct RateLimit {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.secretRef)",
+    "rule": "has(self.secretRef) || (has(self.secretRefs) && size(self.secretRefs) > 0)",
     "message": "verification.secretRef is required: name the Secret and key that hold the signing secret, like {name: my-webhook, key: secret}"
 }]))]
 pub struct Verification {
     /// Signature scheme: `hmac-sha256` or `hmac-sha1` (an HMAC of the raw body, hex or
-    /// base64, optionally prefixed like `sha256=`), or `standard-webhooks` (the
-    /// `webhook-id`/`webhook-timestamp`/`webhook-signature` scheme with `whsec_` secrets).
-    #[serde(rename = "type")]
-    pub type_: VerificationType,
+    /// base64, optionally prefixed like `sha256=`), `standard-webhooks` (the
+    /// `webhook-id`/`webhook-timestamp`/`webhook-signature` scheme with `whsec_` secrets), or a
+    /// provider's own scheme: `stripe`, `slack`, `twilio`, `sendgrid` (ECDSA; the Secret holds
+    /// the public key), `linear`, `paddle`, `basic-auth` (the Secret key holds the password,
+    /// the key `username` of the same Secret the user name). Optional with a `template`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<VerificationType>,
     /// The Secret key that holds the signing secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// More Secret keys whose secrets are accepted too, for rotation without downtime: a
+    /// request signed with any of them (or with `secretRef`) passes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub secret_refs: Vec<SecretKeyRef>,
     /// Request header that carries the signature. Defaults: `X-Hookstream-Signature` for the
     /// HMAC types, `webhook-signature` for `standard-webhooks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,8 +147,84 @@ pub enum VerificationType {
     HmacSha256,
     /// HMAC-SHA1 of the raw body.
     HmacSha1,
-    /// Standard Webhooks (standardwebhooks.com).
+    /// Standard Webhooks (standardwebhooks.com), also under Svix's `svix-*` header names.
     StandardWebhooks,
+    /// Stripe: `Stripe-Signature: t=..,v1=..`, HMAC-SHA256 hex of `{t}.{body}`.
+    Stripe,
+    /// Slack: `X-Slack-Signature: v0=..` and `X-Slack-Request-Timestamp`, HMAC-SHA256 hex of
+    /// `v0:{timestamp}:{body}`.
+    Slack,
+    /// Twilio: `X-Twilio-Signature`, HMAC-SHA1 base64 of the URL and the sorted form
+    /// parameters (JSON bodies: the URL with its `bodySHA256` parameter).
+    Twilio,
+    /// SendGrid Event Webhook: ECDSA P-256/SHA-256 over `{timestamp}{body}`.
+    Sendgrid,
+    /// Linear: `linear-signature`, HMAC-SHA256 hex of the body, and the body's
+    /// `webhookTimestamp` (ms) within the tolerance.
+    Linear,
+    /// Paddle: `Paddle-Signature: ts=..;h1=..`, HMAC-SHA256 hex of `{ts}:{body}`.
+    Paddle,
+    /// HTTP Basic authentication (Postmark).
+    BasicAuth,
+}
+
+/// Provider templates of a Source.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceTemplate {
+    /// Stripe.
+    Stripe,
+    /// Shopify.
+    Shopify,
+    /// GitHub.
+    Github,
+    /// Slack.
+    Slack,
+    /// Twilio.
+    Twilio,
+    /// SendGrid.
+    Sendgrid,
+    /// Intercom.
+    Intercom,
+    /// Linear.
+    Linear,
+    /// Clerk.
+    Clerk,
+    /// Svix.
+    Svix,
+    /// Paddle.
+    Paddle,
+    /// Resend.
+    Resend,
+    /// Postmark.
+    Postmark,
+    /// Typeform.
+    Typeform,
+    /// Any other sender.
+    Custom,
+}
+
+impl SourceTemplate {
+    /// The template as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceTemplate::Stripe => "stripe",
+            SourceTemplate::Shopify => "shopify",
+            SourceTemplate::Github => "github",
+            SourceTemplate::Slack => "slack",
+            SourceTemplate::Twilio => "twilio",
+            SourceTemplate::Sendgrid => "sendgrid",
+            SourceTemplate::Intercom => "intercom",
+            SourceTemplate::Linear => "linear",
+            SourceTemplate::Clerk => "clerk",
+            SourceTemplate::Svix => "svix",
+            SourceTemplate::Paddle => "paddle",
+            SourceTemplate::Resend => "resend",
+            SourceTemplate::Postmark => "postmark",
+            SourceTemplate::Typeform => "typeform",
+            SourceTemplate::Custom => "custom",
+        }
+    }
 }
 
 /// Text encodings of an HMAC signature.

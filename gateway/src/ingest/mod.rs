@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use hookstream_crds::config::{DedupConfig, ObjectKey};
-use hookstream_crds::v1alpha1::{DedupStrategy, SchemaAction};
+use hookstream_crds::v1alpha1::{DedupStrategy, SchemaAction, VerificationType};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
@@ -230,7 +230,13 @@ async fn handle(
     if let Some(verification) = &source.config.verification {
         // Every verification failure counts as `unauthorized` in the ingest metric (its
         // documented outcome set); the finer category goes to the log.
-        verify::verify(verification, &headers, &body, now / 1000).map_err(|e| {
+        // Only schemes that sign the URL need it rebuilt as the sender called it.
+        let url = if verification.scheme == VerificationType::Twilio {
+            request_url(&headers, &uri, peer, &app.settings.trusted_proxies)
+        } else {
+            String::new()
+        };
+        verify::verify_at(verification, &headers, &body, &url, now / 1000).map_err(|e| {
             debug!(source = %key, category = e.category(), "signature verification failed");
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -384,6 +390,34 @@ async fn handle(
             })
         }
     }
+}
+
+/// The URL the sender called: `X-Forwarded-Proto`/`X-Forwarded-Host` count only from a
+/// trusted proxy; otherwise `http` and the `Host` header.
+fn request_url(
+    headers: &HeaderMap,
+    uri: &Uri,
+    peer: SocketAddr,
+    trusted: &[ipnet::IpNet],
+) -> String {
+    let from_proxy = trusted.iter().any(|n| n.contains(&peer.ip()));
+    let forwarded = |name: &str| {
+        from_proxy
+            .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    let scheme = forwarded("x-forwarded-proto").unwrap_or("http");
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
+        .unwrap_or_default();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{scheme}://{host}{path}")
 }
 
 /// Most schema errors reported for one request.

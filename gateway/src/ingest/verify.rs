@@ -20,6 +20,8 @@ use hookstream_crds::v1alpha1::{SignatureEncoding, VerificationType};
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
+mod providers;
+
 /// Base64 decoding that accepts the standard alphabet with or without padding.
 const BASE64_STANDARD: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
@@ -82,11 +84,22 @@ fn stale_message(age_seconds: i64, tolerance_seconds: u64) -> String {
 
 /// Checks the signature of a request against `config`. `body` is the raw body exactly as
 /// received and `now_unix` the current time in unix seconds (used by schemes that sign a
-/// timestamp).
+/// timestamp). For schemes that sign the request URL (Twilio) use [`verify_at`].
 pub fn verify(
     config: &VerificationConfig,
     headers: &HeaderMap,
     body: &[u8],
+    now_unix: i64,
+) -> Result<(), VerifyError> {
+    verify_at(config, headers, body, "", now_unix)
+}
+
+/// [`verify`] for a request whose full URL, as the sender called it, is `url`.
+pub fn verify_at(
+    config: &VerificationConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+    url: &str,
     now_unix: i64,
 ) -> Result<(), VerifyError> {
     match config.scheme {
@@ -95,7 +108,35 @@ pub fn verify(
         VerificationType::StandardWebhooks => {
             verify_standard_webhooks(config, headers, body, now_unix)
         }
+        VerificationType::Stripe => providers::stripe(config, headers, body, now_unix),
+        VerificationType::Slack => providers::slack(config, headers, body, now_unix),
+        VerificationType::Twilio => providers::twilio(config, headers, body, url),
+        VerificationType::Sendgrid => providers::sendgrid(config, headers, body),
+        VerificationType::Linear => providers::linear(config, headers, body, now_unix),
+        VerificationType::Paddle => providers::paddle(config, headers, body, now_unix),
+        VerificationType::BasicAuth => providers::basic_auth(config, headers),
     }
+}
+
+/// Refuses a signed time further than the tolerance from now, either way.
+fn check_timestamp(
+    signed_at: i64,
+    now_unix: i64,
+    tolerance_seconds: u64,
+) -> Result<(), VerifyError> {
+    let age_seconds = now_unix.saturating_sub(signed_at);
+    if age_seconds.unsigned_abs() > tolerance_seconds {
+        return Err(VerifyError::Stale {
+            age_seconds,
+            tolerance_seconds,
+        });
+    }
+    Ok(())
+}
+
+/// The value of a header the scheme cannot do without.
+fn required<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, VerifyError> {
+    header(headers, name)?.ok_or_else(|| VerifyError::MissingHeader(name.to_owned()))
 }
 
 /// The hash under an HMAC.
@@ -240,13 +281,7 @@ fn verify_standard_webhooks(
     let signed_at: i64 = timestamp
         .parse()
         .map_err(|_| VerifyError::Malformed("timestamp is not a unix time in seconds"))?;
-    let age_seconds = now_unix.saturating_sub(signed_at);
-    if age_seconds.unsigned_abs() > config.tolerance_seconds {
-        return Err(VerifyError::Stale {
-            age_seconds,
-            tolerance_seconds: config.tolerance_seconds,
-        });
-    }
+    check_timestamp(signed_at, now_unix, config.tolerance_seconds)?;
 
     let v1: Vec<&str> = signatures
         .split_whitespace()
