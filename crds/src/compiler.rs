@@ -23,7 +23,8 @@ use crate::duration;
 use crate::templates::{self, SourcePreset};
 use crate::v1alpha1::{
     AlertRule, Backoff, Connection, DedupStrategy, Destination, DestinationType, Filter, FilterOp,
-    SecretKeyRef, SigningAlgorithm, Source, Topic, Transform, Verification, VerificationType,
+    SecretKeyRef, SigningAlgorithm, SigningScheme, Source, Topic, Transform, Verification,
+    VerificationType,
 };
 
 /// Namespace of objects that do not name one.
@@ -822,9 +823,33 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
                 ctx.error("spec.signing.header", Reason::InvalidSpec, message);
             }
         }
-        let secret = ctx.secret("spec.signing.secretRef", &s.secret_ref)?;
+        let scheme = s.scheme.unwrap_or(SigningScheme::Hmac);
+        let refs = std::iter::once(("spec.signing.secretRef".to_owned(), &s.secret_ref)).chain(
+            s.secret_refs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("spec.signing.secretRefs[{i}]"), r)),
+        );
+        let mut secrets = Vec::new();
+        for (field, reference) in refs {
+            let raw = ctx.secret(&field, reference)?;
+            if scheme == SigningScheme::StandardWebhooks {
+                let Some(key) = standard_webhooks_key(&raw) else {
+                    let message = format!(
+                        "Secret {}/{} key {:?} is not a Standard Webhooks secret (whsec_ followed by base64)",
+                        ctx.key.namespace, reference.name, reference.key
+                    );
+                    ctx.error(&field, Reason::InvalidSpec, message);
+                    return None;
+                };
+                secrets.push(SecretValue(key));
+            } else {
+                secrets.push(SecretValue(raw));
+            }
+        }
         Some(SigningConfig {
-            secret: SecretValue(secret),
+            scheme,
+            secrets,
             algorithm: s.algorithm.unwrap_or(SigningAlgorithm::Sha256),
             header: s
                 .header

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::v1alpha1::{
     Backoff, DedupStrategy, DestinationType, Filter, SchemaAction, SignatureEncoding,
-    SigningAlgorithm, VerificationType,
+    SigningAlgorithm, SigningScheme, VerificationType,
 };
 
 /// Everything the gateway routes: only objects that compiled without error.
@@ -213,11 +213,14 @@ pub struct HttpConfig {
 /// Compiled outbound signing.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SigningConfig {
-    /// Signing key.
-    pub secret: SecretValue,
-    /// HMAC hash.
+    /// Scheme.
+    pub scheme: SigningScheme,
+    /// Signing keys, the primary first; one signature is sent per key. For
+    /// `standard-webhooks` these are the decoded key bytes (without `whsec_`).
+    pub secrets: Vec<SecretValue>,
+    /// HMAC hash (`hmac` scheme).
     pub algorithm: SigningAlgorithm,
-    /// Header name.
+    /// Header name (`hmac` scheme).
     pub header: String,
 }
 

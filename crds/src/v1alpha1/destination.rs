@@ -63,7 +63,8 @@ pub struct DestinationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpDestination>,
     /// Outbound signing: each delivery carries `X-Hookstream-Signature: sha256=<hex>`, an
-    /// HMAC of `{event id}.{timestamp}.{body}` with this secret.
+    /// HMAC of `{event id}.{timestamp}.{body}` with this secret, or the Standard Webhooks
+    /// headers with `scheme: standard-webhooks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<Signing>,
     /// Retry policy. The first attempt is immediate; `maxRetries` more follow.
@@ -153,14 +154,36 @@ pub struct HeaderFromSecret {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Signing {
+    /// `hmac` (default): `X-Hookstream-Signature: sha256=<hex>` over
+    /// `{event id}.{timestamp}.{body}`. `standard-webhooks`: `webhook-id` (the event id),
+    /// `webhook-timestamp` and `webhook-signature: v1,<base64>`, so receivers verify with the
+    /// Standard Webhooks libraries; the secret is then a `whsec_` key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<SigningScheme>,
     /// The Secret key holding the signing secret.
     pub secret_ref: SecretKeyRef,
-    /// HMAC hash: `sha256` (default) or `sha1`.
+    /// More keys to sign with at the same time, for rotation without downtime: each
+    /// delivery carries one signature per key (comma-separated `sha256=` entries, or
+    /// space-separated `v1,` entries), so receivers holding either key can verify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub secret_refs: Vec<SecretKeyRef>,
+    /// HMAC hash of the `hmac` scheme: `sha256` (default) or `sha1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<SigningAlgorithm>,
-    /// Header carrying the signature. Default `X-Hookstream-Signature`.
+    /// Header carrying the signature of the `hmac` scheme. Default `X-Hookstream-Signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
+}
+
+/// Outbound signature schemes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SigningScheme {
+    /// hookstream's HMAC header.
+    Hmac,
+    /// Standard Webhooks (standardwebhooks.com).
+    StandardWebhooks,
 }
 
 /// HMAC hashes for outbound signing.

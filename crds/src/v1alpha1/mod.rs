@@ -21,7 +21,7 @@ pub use connection::{Connection, ConnectionSpec, ConnectionStatus};
 pub use destination::{
     Backoff, CircuitBreakerPolicy, CircuitState, CircuitStatus, DeliveryCounts, Destination,
     DestinationSpec, DestinationStatus, DestinationType, HeaderFromSecret, HttpDestination,
-    RetryPolicy, Signing, SigningAlgorithm,
+    RetryPolicy, Signing, SigningAlgorithm, SigningScheme,
 };
 pub use source::{
     Dedup, DedupStrategy, IpFilter, RateLimit, SchemaAction, SchemaValidation, SignatureEncoding,

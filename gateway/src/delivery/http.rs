@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use hookstream_crds::config::{HttpConfig, SigningConfig};
-use hookstream_crds::v1alpha1::SigningAlgorithm;
+use hookstream_crds::v1alpha1::{SigningAlgorithm, SigningScheme};
 
 /// Most response body bytes kept with an attempt.
 const RESPONSE_BODY_LIMIT: usize = 16 * 1024;
@@ -75,34 +76,77 @@ pub fn request_headers(
         own.push(("Content-Type".to_owned(), ct.to_owned()));
     }
     if let Some(s) = signing {
-        own.push((s.header.clone(), sign(s, event_id, timestamp, body)));
+        match s.scheme {
+            SigningScheme::Hmac => own.push((s.header.clone(), sign(s, event_id, timestamp, body))),
+            SigningScheme::StandardWebhooks => {
+                own.push(("webhook-id".to_owned(), event_id.to_owned()));
+                own.push(("webhook-timestamp".to_owned(), timestamp.to_string()));
+                own.push((
+                    "webhook-signature".to_owned(),
+                    sign_standard_webhooks(s, event_id, timestamp, body),
+                ));
+            }
+        }
     }
     send.extend(own.iter().cloned());
     shown.extend(own);
     (send, shown)
 }
 
-/// `sha256=<hex>` (or `sha1=`): the HMAC of `{event id}.{timestamp}.{body}`.
+/// `sha256=<hex>` (or `sha1=`): the HMAC of `{event id}.{timestamp}.{body}`, one entry per
+/// key, comma-separated.
 pub fn sign(signing: &SigningConfig, event_id: &str, timestamp: i64, body: &[u8]) -> String {
     let ts = timestamp.to_string();
     let parts: [&[u8]; 5] = [event_id.as_bytes(), b".", ts.as_bytes(), b".", body];
-    let key = signing.secret.expose();
-    match signing.algorithm {
-        SigningAlgorithm::Sha256 => {
-            format!("sha256={}", hmac_hex::<Hmac<sha2::Sha256>>(key, &parts))
-        }
-        SigningAlgorithm::Sha1 => format!("sha1={}", hmac_hex::<Hmac<sha1::Sha1>>(key, &parts)),
-    }
+    signing
+        .secrets
+        .iter()
+        .map(|key| match signing.algorithm {
+            SigningAlgorithm::Sha256 => format!(
+                "sha256={}",
+                hex::encode(hmac::<Hmac<sha2::Sha256>>(key.expose(), &parts))
+            ),
+            SigningAlgorithm::Sha1 => format!(
+                "sha1={}",
+                hex::encode(hmac::<Hmac<sha1::Sha1>>(key.expose(), &parts))
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-fn hmac_hex<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> String {
+/// `v1,<base64>` entries, space-separated: the Standard Webhooks signature of
+/// `{id}.{timestamp}.{body}` under each key.
+pub fn sign_standard_webhooks(
+    signing: &SigningConfig,
+    event_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    let ts = timestamp.to_string();
+    let parts: [&[u8]; 5] = [event_id.as_bytes(), b".", ts.as_bytes(), b".", body];
+    signing
+        .secrets
+        .iter()
+        .map(|key| {
+            let mac = hmac::<Hmac<sha2::Sha256>>(key.expose(), &parts);
+            format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn hmac<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     // HMAC is defined for keys of every length, so this constructor cannot fail.
     let mut mac =
         <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
     for part in parts {
         mac.update(part);
     }
-    hex::encode(mac.finalize().into_bytes())
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// Sends one request and waits at most the destination's timeout for the whole response.
@@ -225,15 +269,43 @@ mod tests {
     #[test]
     fn signature_is_hmac_of_id_timestamp_and_body() {
         let s = SigningConfig {
-            secret: SecretValue(b"k".to_vec()),
+            scheme: SigningScheme::Hmac,
+            secrets: vec![SecretValue(b"k".to_vec()), SecretValue(b"next".to_vec())],
             algorithm: SigningAlgorithm::Sha256,
             header: "X".into(),
         };
-        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"k").unwrap();
-        m.update(b"evt_1.1700000000.{}");
+        let expected = |key: &[u8]| {
+            let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+            m.update(b"evt_1.1700000000.{}");
+            format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+        };
         assert_eq!(
             sign(&s, "evt_1", 1_700_000_000, b"{}"),
-            format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+            format!("{},{}", expected(b"k"), expected(b"next")),
+            "one entry per key, the primary first"
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_signature_matches_the_spec_example() {
+        // The example of the Standard Webhooks specification (whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw).
+        let key = base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
+        let s = SigningConfig {
+            scheme: SigningScheme::StandardWebhooks,
+            secrets: vec![SecretValue(key)],
+            algorithm: SigningAlgorithm::Sha256,
+            header: String::new(),
+        };
+        assert_eq!(
+            sign_standard_webhooks(
+                &s,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
     }
 
