@@ -819,3 +819,46 @@ spec: {{source: in, destination: held}}
         "nothing waits for t/ok"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_templates_are_listed_with_what_each_sets() {
+    let gw = Gateway::start("").await;
+    let (status, body) = gw.get("/v1/sources/templates").await;
+    assert_eq!(status, 200, "{body}");
+    let templates = body["templates"].as_array().unwrap();
+    let ids: Vec<&str> = templates
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "stripe", "shopify", "github", "slack", "twilio", "sendgrid", "intercom", "linear",
+            "clerk", "svix", "paddle", "resend", "postmark", "typeform", "custom"
+        ]
+    );
+    let stripe = &templates[0];
+    assert_eq!(stripe["name"], "Stripe");
+    assert_eq!(stripe["verification_type"], "stripe");
+    assert_eq!(stripe["sets"]["verification"]["header"], "stripe-signature");
+    assert_eq!(stripe["sets"]["verification"]["tolerance"], "300s");
+    assert_eq!(
+        stripe["sets"]["dedup"],
+        serde_json::json!({"strategy": "body-field", "field": "id"})
+    );
+    let github = &templates[2];
+    assert_eq!(github["verification_type"], "hmac_sha256");
+    assert_eq!(github["sets"]["verification"]["prefix"], "sha256=");
+    assert!(github["docs_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://docs.github.com/"));
+    assert_eq!(
+        templates[14]["sets"]["verification"],
+        serde_json::Value::Null
+    );
+    let anonymous = reqwest::get(format!("{}/v1/sources/templates", gw.base))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+}

@@ -54,6 +54,50 @@ pub fn routes() -> Router<AppState> {
             "/v1/topics/{namespace}/{topic}/publish",
             post(crate::ingest::publish),
         )
+        .route("/v1/sources/templates", get(source_templates))
+}
+
+/// `GET /v1/sources/templates`: every Source template with what it sets, in manifest terms.
+async fn source_templates() -> Json<Value> {
+    use hookstream_crds::templates::SOURCE_PRESETS;
+    let templates: Vec<Value> = SOURCE_PRESETS
+        .iter()
+        .map(|p| {
+            let verification = p.verification.map(|v| {
+                let scheme = serde_json::to_value(v.scheme).unwrap_or(Value::Null);
+                let mut sets = json!({ "type": scheme, "header": v.header });
+                if let Some(encoding) = v.encoding {
+                    sets["encoding"] = serde_json::to_value(encoding).unwrap_or(Value::Null);
+                }
+                if let Some(prefix) = v.prefix {
+                    sets["prefix"] = json!(prefix);
+                }
+                if let Some(seconds) = v.tolerance_seconds {
+                    sets["tolerance"] = json!(format!("{seconds}s"));
+                }
+                sets
+            });
+            let dedup = p.dedup.map(|(strategy, field)| {
+                let mut sets = json!({ "strategy": strategy });
+                if let Some(field) = field {
+                    sets["field"] = json!(field);
+                }
+                sets
+            });
+            json!({
+                "id": p.id.as_str(),
+                "name": p.name,
+                "description": p.description,
+                "verification_type": verification
+                    .as_ref()
+                    .and_then(|v| v["type"].as_str())
+                    .map(|t| t.replace('-', "_")),
+                "docs_url": p.docs_url,
+                "sets": { "verification": verification, "dedup": dedup },
+            })
+        })
+        .collect();
+    Json(json!({ "templates": templates }))
 }
 
 /// Unix milliseconds as RFC 3339 UTC.
