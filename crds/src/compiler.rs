@@ -20,11 +20,11 @@ use crate::config::{
     SigningConfig, SourceConfig, SubscriptionConfig, TopicConfig, VerificationConfig,
 };
 use crate::duration;
-use crate::templates::{self, SourcePreset};
+use crate::templates::{self, Credential, SourcePreset};
 use crate::v1alpha1::{
     AlertRule, Backoff, Connection, DedupStrategy, Destination, DestinationType, Filter, FilterOp,
-    SecretKeyRef, SigningAlgorithm, SigningScheme, Source, Topic, Transform, Verification,
-    VerificationType,
+    HttpDestination, SecretKeyRef, SigningAlgorithm, SigningScheme, Source, Topic, Transform,
+    Verification, VerificationType,
 };
 
 /// Namespace of objects that do not name one.
@@ -709,8 +709,16 @@ fn parse_networks(ctx: &mut Ctx<'_>, field: &str, entries: &[String]) -> Vec<IpN
 
 fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<DestinationConfig> {
     let spec = &destination.spec;
+    let preset = spec.template.map(templates::destination_preset);
+    // Services with one public intake URL need no spec.http.
+    let default_http = preset
+        .and_then(|p| p.default_url)
+        .map(|url| HttpDestination {
+            url: url.to_owned(),
+            ..HttpDestination::default()
+        });
     let http = match spec.type_ {
-        DestinationType::Http => match &spec.http {
+        DestinationType::Http => match spec.http.as_ref().or(default_http.as_ref()) {
             None => {
                 ctx.error(
                     "spec.http",
@@ -906,12 +914,56 @@ fn compile_destination(destination: &Destination, ctx: &mut Ctx<'_>) -> Option<D
         breaker.cooldown.as_deref().unwrap_or(DEFAULT_COOLDOWN),
     );
 
+    let mut http = http;
+    let mut credential = None;
+    if let Some(p) = preset {
+        if spec.type_ != DestinationType::Http {
+            let message = format!("template {} is for type http", p.id.as_str());
+            ctx.error("spec.template", Reason::InvalidSpec, message);
+        }
+        match (p.credential, &spec.credentials_ref) {
+            (Credential::None, _) => {}
+            (_, None) => {
+                let message = format!(
+                    "is required for template {}: name the Secret key with the {} credential",
+                    p.id.as_str(),
+                    p.name
+                );
+                ctx.error("spec.credentialsRef", Reason::InvalidSpec, message);
+            }
+            (Credential::Header(name), Some(reference)) => {
+                if let Some(value) = ctx.secret("spec.credentialsRef", reference) {
+                    if let Some(h) = http.as_mut() {
+                        h.secret_headers.push((name.to_owned(), SecretValue(value)));
+                    }
+                }
+            }
+            (Credential::Binding, Some(reference)) => {
+                credential = ctx
+                    .secret("spec.credentialsRef", reference)
+                    .map(SecretValue);
+            }
+        }
+    }
+    let payload_transform = match &spec.transform {
+        Some(t) => Some(t.jsonata.clone()),
+        None => preset.and_then(|p| p.transform).map(str::to_owned),
+    };
+    if let Some(jsonata) = &payload_transform {
+        let transform = Transform {
+            jsonata: jsonata.clone(),
+        };
+        check_transform(ctx, "spec.transform.jsonata", Some(&transform));
+    }
+
     Some(DestinationConfig {
         key: ctx.key.clone(),
         kind: spec.type_,
         http,
         signing,
         retry,
+        payload_transform,
+        credential,
         circuit: CircuitConfig {
             failure_threshold,
             cooldown_ms: cooldown_ms.unwrap_or(60_000),

@@ -193,6 +193,13 @@ pub struct DestinationConfig {
     pub retry: RetryConfig,
     /// Circuit breaker with defaults applied.
     pub circuit: CircuitConfig,
+    /// JSONata applied to every delivery after the route's transform (the Destination's own
+    /// or its template's).
+    #[serde(default)]
+    pub payload_transform: Option<String>,
+    /// A template's credential, bound as `$credential` in the payload transform.
+    #[serde(default)]
+    pub credential: Option<SecretValue>,
 }
 
 /// Compiled HTTP destination settings.

@@ -2,7 +2,9 @@
 //! scheme (header, encoding, what is signed, replay window), the dedup key it sends, and where
 //! its documentation is. Explicit `verification` and `dedup` fields override a template.
 
-use crate::v1alpha1::{DedupStrategy, SignatureEncoding, SourceTemplate, VerificationType};
+use crate::v1alpha1::{
+    DedupStrategy, DestinationTemplate, SignatureEncoding, SourceTemplate, VerificationType,
+};
 
 /// What a template sets on a Source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +252,111 @@ pub fn default_tolerance_seconds(scheme: VerificationType) -> u64 {
 /// The preset of a template.
 pub fn source_preset(id: SourceTemplate) -> &'static SourcePreset {
     SOURCE_PRESETS
+        .iter()
+        .find(|p| p.id == id)
+        .expect("every template has a preset")
+}
+
+/// How a Destination template uses the credential its `credentialsRef` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// The service needs none (the URL is the secret).
+    None,
+    /// Sent in this header.
+    Header(&'static str),
+    /// Bound as `$credential` in the payload transform (a key that goes in the body).
+    Binding,
+}
+
+/// What a template sets on a Destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DestinationPreset {
+    /// The template as written in manifests.
+    pub id: DestinationTemplate,
+    /// Display name.
+    pub name: &'static str,
+    /// One line on what it does.
+    pub description: &'static str,
+    /// The service's documentation of what it accepts.
+    pub docs_url: &'static str,
+    /// URL used when `spec.http` is not set (services with one public intake URL).
+    pub default_url: Option<&'static str>,
+    /// Where the credential goes.
+    pub credential: Credential,
+    /// The payload transform (JSONata) when the Destination sets none; `None` sends the
+    /// routed payload as it is.
+    pub transform: Option<&'static str>,
+}
+
+/// Every Destination template, in the order the reference lists them.
+pub const DESTINATION_PRESETS: [DestinationPreset; 6] = [
+    DestinationPreset {
+        id: DestinationTemplate::Slack,
+        name: "Slack",
+        description: "Post each event to a Slack channel through an Incoming Webhook URL.",
+        docs_url: "https://api.slack.com/messaging/webhooks",
+        default_url: None,
+        credential: Credential::None,
+        transform: Some(
+            r#"{"text": $substring(($exists(type) and $type(type) = "string" ? "[" & type & "] " : "") & $string($), 0, 40000)}"#,
+        ),
+    },
+    DestinationPreset {
+        id: DestinationTemplate::Discord,
+        name: "Discord",
+        description: "Post each event to a Discord channel webhook (content up to 2,000 characters).",
+        docs_url: "https://discord.com/developers/docs/resources/webhook#execute-webhook",
+        default_url: None,
+        credential: Credential::None,
+        transform: Some(
+            r#"{"content": $substring(($exists(type) and $type(type) = "string" ? "[" & type & "] " : "") & $string($), 0, 2000)}"#,
+        ),
+    },
+    DestinationPreset {
+        id: DestinationTemplate::Pagerduty,
+        name: "PagerDuty",
+        description: "Trigger a PagerDuty incident per event through the Events API v2; credentialsRef holds the integration's routing key.",
+        docs_url: "https://developer.pagerduty.com/docs/events-api-v2/trigger-events/",
+        default_url: Some("https://events.pagerduty.com/v2/enqueue"),
+        credential: Credential::Binding,
+        transform: Some(
+            r#"{"routing_key": $credential, "event_action": "trigger", "dedup_key": $event.id, "payload": {"summary": $substring(($exists(type) and $type(type) = "string" ? type : "hookstream event") & " from " & $event.namespace & "/" & $event.source, 0, 1024), "source": $event.namespace & "/" & $event.source, "severity": "error", "custom_details": $}}"#,
+        ),
+    },
+    DestinationPreset {
+        id: DestinationTemplate::Datadog,
+        name: "Datadog",
+        description: "Send each event to Datadog's HTTP log intake; credentialsRef holds the API key (DD-API-KEY).",
+        docs_url: "https://docs.datadoghq.com/api/latest/logs/#send-logs",
+        default_url: Some("https://http-intake.logs.datadoghq.com/api/v2/logs"),
+        credential: Credential::Header("DD-API-KEY"),
+        transform: Some(
+            r#"[{"ddsource": "hookstream", "service": $event.source, "hostname": $event.namespace, "message": $string($), "hookstream": {"event_id": $event.id}}]"#,
+        ),
+    },
+    DestinationPreset {
+        id: DestinationTemplate::Zapier,
+        name: "Zapier",
+        description: "Trigger a Zap through its Catch Hook URL with the event payload.",
+        docs_url: "https://help.zapier.com/hc/en-us/articles/8496288690317",
+        default_url: None,
+        credential: Credential::None,
+        transform: None,
+    },
+    DestinationPreset {
+        id: DestinationTemplate::Linear,
+        name: "Linear",
+        description: "Send each event to a Linear endpoint with the API key in the Authorization header.",
+        docs_url: "https://linear.app/developers",
+        default_url: None,
+        credential: Credential::Header("Authorization"),
+        transform: None,
+    },
+];
+
+/// The preset of a Destination template.
+pub fn destination_preset(id: DestinationTemplate) -> &'static DestinationPreset {
+    DESTINATION_PRESETS
         .iter()
         .find(|p| p.id == id)
         .expect("every template has a preset")

@@ -161,3 +161,41 @@ fn a_signing_template_without_a_secret_is_an_error_and_custom_needs_a_type() {
     let s = source("  template: custom");
     assert!(s.verification.is_none() && s.dedup.is_none());
 }
+
+fn destination(spec: &str) -> Compilation {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: keys, namespace: p}}\nstringData: {{pd: routing-key-1}}\n---\napiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {{name: out, namespace: p}}\nspec:\n{spec}\n"
+    );
+    let mut objects = Objects::default();
+    let errors = parse_into(&mut objects, "test.yaml", &yaml);
+    assert!(errors.is_empty(), "{errors:#?}");
+    compile(&objects)
+}
+
+#[test]
+fn destination_templates_default_the_url_and_need_their_credential() {
+    let out =
+        destination("  type: http\n  template: pagerduty\n  credentialsRef: {name: keys, key: pd}");
+    assert!(out.errors.is_empty(), "{:#?}", out.errors);
+    let d = &out.config.destinations[0];
+    assert_eq!(
+        d.http.as_ref().unwrap().url,
+        "https://events.pagerduty.com/v2/enqueue"
+    );
+    assert_eq!(d.credential.as_ref().unwrap().expose(), b"routing-key-1");
+    assert!(d
+        .payload_transform
+        .as_deref()
+        .unwrap()
+        .contains("routing_key"));
+
+    let out = destination("  type: http\n  template: datadog");
+    assert_eq!(out.errors[0].field, "spec.credentialsRef");
+    assert!(out.errors[0].message.contains("template datadog"));
+    let out = destination("  type: http\n  template: slack");
+    assert_eq!(out.errors[0].field, "spec.http");
+    let out = destination(
+        "  type: http\n  template: zapier\n  http: {url: 'https://hooks.zapier.com/x'}\n  transform: {jsonata: '{'}",
+    );
+    assert_eq!(out.errors[0].reason, Reason::InvalidTransform);
+}

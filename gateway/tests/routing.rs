@@ -1268,3 +1268,149 @@ spec:
     let (status, _) = gw.post_json("/v1/topics/t/in/publish", "{}").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_templates_shape_the_payload_and_place_the_credential() {
+    let receiver = Receiver::start().await;
+    let url = &receiver.url;
+    let manifests = format!(
+        r#"{SOURCE}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: services, namespace: t}}
+stringData: {{pd: R0UT1NGKEY, dd: DDAPIKEY123}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: d-slack, namespace: t}}
+spec: {{type: http, template: slack, http: {{url: "{url}/slack"}}}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: d-discord, namespace: t}}
+spec: {{type: http, template: discord, http: {{url: "{url}/discord"}}}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: d-pagerduty, namespace: t}}
+spec:
+  type: http
+  template: pagerduty
+  http: {{url: "{url}/pagerduty"}}
+  credentialsRef: {{name: services, key: pd}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: d-datadog, namespace: t}}
+spec:
+  type: http
+  template: datadog
+  http: {{url: "{url}/datadog"}}
+  credentialsRef: {{name: services, key: dd}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: d-zapier, namespace: t}}
+spec:
+  type: http
+  template: zapier
+  http: {{url: "{url}/zapier"}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: d-custom, namespace: t}}
+spec:
+  type: http
+  template: slack
+  http: {{url: "{url}/custom"}}
+  transform: {{jsonata: '{{"text": "order " & order}}'}}
+{}{}{}{}{}{}"#,
+        connection("slack", "[]", None),
+        connection("discord", "[]", None),
+        connection("pagerduty", "[]", None),
+        connection("datadog", "[]", None),
+        connection("zapier", "[]", None),
+        // The route's transform runs first; the destination's transform sees its output.
+        connection("custom", "[]", Some(r#"{"order": id}"#)),
+    );
+    let gw = Gateway::start(&manifests).await;
+    let body = r#"{"type":"order.created","id":"ord_7"}"#;
+    let r = gw.ingest("t", "in", body, &[]).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let got = receiver.wait_for(6, WAIT).await;
+    let by_path = |path: &str| {
+        got.iter()
+            .find(|r| r.uri.path() == path)
+            .unwrap_or_else(|| panic!("nothing at {path}"))
+            .clone()
+    };
+    let slack = by_path("/slack");
+    assert_eq!(
+        slack.json(),
+        json!({"text": format!("[order.created] {body}")})
+    );
+    assert_eq!(
+        slack.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        by_path("/discord").json(),
+        json!({"content": format!("[order.created] {body}")})
+    );
+    let pd = by_path("/pagerduty").json();
+    assert_eq!(pd["routing_key"], "R0UT1NGKEY");
+    assert_eq!(pd["event_action"], "trigger");
+    assert_eq!(pd["payload"]["severity"], "error");
+    assert_eq!(pd["payload"]["source"], "t/in");
+    assert_eq!(pd["payload"]["summary"], "order.created from t/in");
+    assert_eq!(pd["payload"]["custom_details"]["id"], "ord_7");
+    assert!(pd["dedup_key"].as_str().unwrap().starts_with("evt_"));
+    let dd = by_path("/datadog");
+    assert_eq!(dd.header("dd-api-key").as_deref(), Some("DDAPIKEY123"));
+    assert_eq!(dd.json()[0]["ddsource"], "hookstream");
+    assert_eq!(dd.json()[0]["message"], body);
+    assert_eq!(
+        by_path("/zapier").json(),
+        serde_json::from_str::<Value>(body).unwrap()
+    );
+    assert_eq!(by_path("/custom").json(), json!({"text": "order ord_7"}));
+
+    // The credential stays out of what the API shows.
+    let id = r.json::<Value>().await.unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, attempts) = gw
+        .get(&format!("/v1/delivery-attempts?event_id={id}"))
+        .await;
+    let text = attempts.to_string();
+    assert!(
+        !text.contains("DDAPIKEY123") && !text.contains("R0UT1NGKEY"),
+        "{text}"
+    );
+
+    let (status, listed) = gw.get("/v1/destinations/templates").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = listed["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "slack",
+            "discord",
+            "pagerduty",
+            "datadog",
+            "zapier",
+            "linear"
+        ]
+    );
+    assert_eq!(
+        listed["templates"][2]["config_template"]["url"],
+        "https://events.pagerduty.com/v2/enqueue"
+    );
+}

@@ -46,8 +46,16 @@ use super::common::SecretKeyRef;
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "self.type != 'http' || has(self.http)",
+        "rule": "self.type != 'http' || has(self.http) || (has(self.template) && self.template in ['pagerduty', 'datadog'])",
         "message": "spec.http is required when spec.type is http: set spec.http.url to the endpoint that receives deliveries"
+    },
+    {
+        "rule": "!has(self.template) || self.type == 'http'",
+        "message": "spec.template is for type http"
+    },
+    {
+        "rule": "!has(self.template) || !(self.template in ['pagerduty', 'datadog', 'linear']) || has(self.credentialsRef)",
+        "message": "spec.credentialsRef is required for this template: name the Secret key with the routing key or API key"
     },
     {
         "rule": "!has(self.http) || self.type == 'http'",
@@ -59,6 +67,21 @@ pub struct DestinationSpec {
     /// `websocket`. The settings of the chosen type go in the field of the same name.
     #[serde(rename = "type")]
     pub type_: DestinationType,
+    /// Service preset for `type: http`: `slack`, `discord`, `pagerduty`, `datadog`, `zapier`
+    /// or `linear`. It shapes the payload the service accepts (a JSONata transform that
+    /// `transform` overrides), sets its headers, puts the credential from `credentialsRef`
+    /// where the service expects it, and, for PagerDuty and Datadog, the intake URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<DestinationTemplate>,
+    /// The Secret key with the service credential a template needs: the PagerDuty routing
+    /// key, the Datadog API key, the Linear API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<SecretKeyRef>,
+    /// A JSONata transform applied to every delivery to this Destination, after the route's
+    /// own transform; its input is the routed payload, with `$event`, `$headers`, `$query`,
+    /// `$method` and (with a template's credential) `$credential` bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<super::common::Transform>,
     /// Settings for `type: http`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpDestination>,
@@ -74,6 +97,38 @@ pub struct DestinationSpec {
     /// are neither attempted nor dropped) until one probe succeeds after `cooldown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerPolicy>,
+}
+
+/// Service templates of an http Destination.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationTemplate {
+    /// Slack Incoming Webhooks.
+    Slack,
+    /// Discord channel webhooks.
+    Discord,
+    /// PagerDuty Events API v2.
+    Pagerduty,
+    /// Datadog HTTP log intake.
+    Datadog,
+    /// Zapier Catch Hooks.
+    Zapier,
+    /// Linear, with an API key header.
+    Linear,
+}
+
+impl DestinationTemplate {
+    /// The template as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationTemplate::Slack => "slack",
+            DestinationTemplate::Discord => "discord",
+            DestinationTemplate::Pagerduty => "pagerduty",
+            DestinationTemplate::Datadog => "datadog",
+            DestinationTemplate::Zapier => "zapier",
+            DestinationTemplate::Linear => "linear",
+        }
+    }
 }
 
 /// Destination provider types.

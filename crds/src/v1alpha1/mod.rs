@@ -20,8 +20,8 @@ pub use common::{
 pub use connection::{Connection, ConnectionSpec, ConnectionStatus};
 pub use destination::{
     Backoff, CircuitBreakerPolicy, CircuitState, CircuitStatus, DeliveryCounts, Destination,
-    DestinationSpec, DestinationStatus, DestinationType, HeaderFromSecret, HttpDestination,
-    RetryPolicy, Signing, SigningAlgorithm, SigningScheme,
+    DestinationSpec, DestinationStatus, DestinationTemplate, DestinationType, HeaderFromSecret,
+    HttpDestination, RetryPolicy, Signing, SigningAlgorithm, SigningScheme,
 };
 pub use source::{
     Dedup, DedupStrategy, IpFilter, RateLimit, SchemaAction, SchemaValidation, SignatureEncoding,

@@ -55,6 +55,36 @@ pub fn routes() -> Router<AppState> {
             post(crate::ingest::publish),
         )
         .route("/v1/sources/templates", get(source_templates))
+        .route("/v1/destinations/templates", get(destination_templates))
+}
+
+/// `GET /v1/destinations/templates`: every Destination template with what it sets.
+async fn destination_templates() -> Json<Value> {
+    use hookstream_crds::templates::{Credential, DESTINATION_PRESETS};
+    let templates: Vec<Value> = DESTINATION_PRESETS
+        .iter()
+        .map(|p| {
+            let credential = match p.credential {
+                Credential::None => Value::Null,
+                Credential::Header(name) => json!({ "header": name }),
+                Credential::Binding => json!({ "binding": "$credential" }),
+            };
+            json!({
+                "id": p.id.as_str(),
+                "name": p.name,
+                "type": "http",
+                "description": p.description,
+                "docs_url": p.docs_url,
+                "config_template": { "url": p.default_url.unwrap_or_default() },
+                "sets": {
+                    "http": { "url": p.default_url },
+                    "credentials": credential,
+                    "transform": p.transform,
+                },
+            })
+        })
+        .collect();
+    Json(json!({ "templates": templates }))
 }
 
 /// `GET /v1/sources/templates`: every Source template with what it sets, in manifest terms.

@@ -46,6 +46,10 @@ pub struct Route {
     pub filters: Vec<Filter>,
     /// Payload transform.
     pub transform: Option<Expression>,
+    /// The destination's payload transform, applied after `transform`.
+    pub payload: Option<Expression>,
+    /// The destination's credential, bound as `$credential` in `payload`.
+    pub credential: Option<String>,
     /// Routes no new events; its queued deliveries still go out.
     pub paused: bool,
 }
@@ -124,10 +128,34 @@ impl RuntimeConfig {
             .iter()
             .map(|d| (d.key.clone(), Arc::new(d.clone())))
             .collect();
+        // Each destination's payload transform, compiled once and shared by its routes.
+        let mut payloads: HashMap<ObjectKey, DestinationPayload> = HashMap::new();
+        for d in &compiled.destinations {
+            let expression = compile_transform(
+                &format!("Destination {}", d.key),
+                d.payload_transform.as_deref(),
+            )?;
+            let credential = d
+                .credential
+                .as_ref()
+                .map(|c| String::from_utf8_lossy(c.expose()).into_owned());
+            payloads.insert(d.key.clone(), (expression, credential));
+        }
+        let payload_of = |namespace: &str, destination: &str| {
+            payloads
+                .get(&ObjectKey::new(namespace, destination))
+                .cloned()
+                .unwrap_or_default()
+        };
         let mut routes = HashMap::new();
         let mut by_source: HashMap<ObjectKey, Vec<Arc<Route>>> = HashMap::new();
         for c in &compiled.connections {
-            let route = Arc::new(connection_route(c)?);
+            let (payload, credential) = payload_of(&c.key.namespace, &c.destination);
+            let route = Arc::new(Route {
+                payload,
+                credential,
+                ..connection_route(c)?
+            });
             by_source
                 .entry(ObjectKey::new(c.key.namespace.clone(), c.source.clone()))
                 .or_default()
@@ -146,7 +174,10 @@ impl RuntimeConfig {
             let mut subs = Vec::new();
             for (i, s) in t.subscriptions.iter().enumerate() {
                 let name = format!("{}#{i}", t.key.name);
+                let (payload, credential) = payload_of(&t.key.namespace, &s.destination);
                 let route = Arc::new(Route {
+                    payload,
+                    credential,
                     kind: RouteKind::Subscription,
                     name: name.clone(),
                     namespace: t.key.namespace.clone(),
@@ -228,8 +259,13 @@ impl RuntimeConfig {
     }
 }
 
+/// A destination's payload transform and credential.
+type DestinationPayload = (Option<Expression>, Option<String>);
+
 fn connection_route(c: &ConnectionConfig) -> Result<Route, BuildError> {
     Ok(Route {
+        payload: None,
+        credential: None,
         kind: RouteKind::Connection,
         name: c.key.name.clone(),
         namespace: c.key.namespace.clone(),

@@ -551,24 +551,46 @@ fn finish(
     }
 }
 
-/// The body and content type to send: the original request body, or the transform's JSON.
+/// The body and content type to send: the original request body, or the JSON the route's
+/// transform and then the destination's payload transform make of it.
 async fn payload(
     shared: &Shared,
     route: &Route,
     event: &Arc<NewEvent>,
 ) -> Result<(Bytes, Option<String>), String> {
-    let Some(expression) = route.transform.clone() else {
+    if route.transform.is_none() && route.payload.is_none() {
         return Ok((event.body.clone(), event.content_type.clone()));
-    };
+    }
+    let (transform, payload) = (route.transform.clone(), route.payload.clone());
+    let credential = route.credential.clone();
     let event = event.clone();
     let limits = shared.limits;
     let metrics = shared.metrics.clone();
     let label = format!("{}/{}", route.namespace, route.destination);
     // Evaluation is CPU work bounded by the limits; it runs off the async workers.
     let result = tokio::task::spawn_blocking(move || {
-        let (input, bindings) = transform_input(&event);
+        let (input, mut bindings) = transform_input(&event);
+        let routed = match transform {
+            Some(expression) => {
+                let refs: Vec<(&str, &Value)> = bindings.iter().map(|(k, v)| (*k, v)).collect();
+                match expression.evaluate(&input, &refs, &limits) {
+                    Ok(Some(value)) => value,
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(("transform", e)),
+                }
+            }
+            None => input,
+        };
+        let Some(expression) = payload else {
+            return Ok(Some(routed));
+        };
+        if let Some(c) = credential {
+            bindings.push(("credential", Value::String(c)));
+        }
         let refs: Vec<(&str, &Value)> = bindings.iter().map(|(k, v)| (*k, v)).collect();
-        expression.evaluate(&input, &refs, &limits)
+        expression
+            .evaluate(&routed, &refs, &limits)
+            .map_err(|e| ("destination transform", e))
     })
     .await
     .map_err(|e| format!("transform failed: {e}"))?;
@@ -585,12 +607,12 @@ async fn payload(
                 .inc();
             Err("transform yielded nothing (JSONata undefined) for this event".to_owned())
         }
-        Err(e) => {
+        Err((stage, e)) => {
             metrics
                 .transform_failures
                 .with_label_values(&[&label, e.category()])
                 .inc();
-            Err(format!("transform failed: {e}"))
+            Err(format!("{stage} failed: {e}"))
         }
     }
 }
