@@ -656,3 +656,80 @@ spec:
         delivery.header("x-hookstream-event-id").unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_dedups_on_the_id_the_provider_sends() {
+    let mut manifests = source("stripe", "stripe", STRIPE_CURRENT, STRIPE_NEXT, "");
+    manifests.push_str(&source("github", "github", "gh-current", "gh-next", ""));
+    let gw = Gateway::start(&manifests).await;
+    let ingest = |signed: Signed, source: &'static str| {
+        let gw = &gw;
+        async move {
+            let url = format!("{}/v1/ingest/p/{source}", gw.base);
+            let mut req = reqwest::Client::new().post(url).body(signed.body.clone());
+            for (k, v) in &signed.headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // Stripe retries an event with a new signature timestamp; its id (evt_...) stays.
+    let now = unix_now();
+    let body = r#"{"id":"evt_dedup_1","type":"charge.succeeded"}"#;
+    let first = sign(
+        "stripe",
+        &[
+            ("secret", STRIPE_CURRENT),
+            ("body", body),
+            ("timestamp", &now.to_string()),
+        ],
+    );
+    let retry = sign(
+        "stripe",
+        &[
+            ("secret", STRIPE_CURRENT),
+            ("body", body),
+            ("timestamp", &(now - 30).to_string()),
+        ],
+    );
+    let a = ingest(first, "stripe").await;
+    let b = ingest(retry, "stripe").await;
+    assert_eq!(b["duplicate"], true, "{b}");
+    assert_eq!(a["event_id"], b["event_id"]);
+    let other = sign(
+        "stripe",
+        &[
+            ("secret", STRIPE_CURRENT),
+            ("body", r#"{"id":"evt_dedup_2","type":"charge.succeeded"}"#),
+        ],
+    );
+    assert!(ingest(other, "stripe").await.get("duplicate").is_none());
+
+    // GitHub redelivers with the same X-GitHub-Delivery (the body need not be byte-equal).
+    let delivery = sign(
+        "github",
+        &[("secret", "gh-current"), ("body", r#"{"zen":"a"}"#)],
+    );
+    let id = delivery
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-github-delivery"))
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let mut again = sign(
+        "github",
+        &[("secret", "gh-current"), ("body", r#"{"zen": "a"}"#)],
+    );
+    for (k, v) in &mut again.headers {
+        if k.eq_ignore_ascii_case("x-github-delivery") {
+            *v = id.clone();
+        }
+    }
+    assert_ne!(again.body, delivery.body);
+    let a = ingest(delivery, "github").await;
+    let b = ingest(again, "github").await;
+    assert_eq!(b["duplicate"], true, "{b}");
+    assert_eq!(a["event_id"], b["event_id"]);
+}
