@@ -44,32 +44,59 @@ pub fn stripe(
     body: &[u8],
     now_unix: i64,
 ) -> Result<(), VerifyError> {
-    let value = required(headers, &config.header)?;
-    let mut timestamp = None;
-    let mut v1 = Vec::new();
-    for item in value.split(',') {
-        match item.trim().split_once('=') {
-            Some(("t", t)) => timestamp = Some(t),
-            Some(("v1", sig)) => v1.push(sig),
-            _ => {}
+    let layout = TimedHeader {
+        separator: ',',
+        time_key: "t",
+        signature_key: "v1",
+        joiner: b".",
+    };
+    layout.verify(config, headers, body, now_unix)
+}
+
+/// A header carrying a signing time and hex HMAC-SHA256 entries over `{time}{joiner}{body}`,
+/// as Stripe (`t=..,v1=..`) and Paddle (`ts=..;h1=..`) send it.
+struct TimedHeader {
+    separator: char,
+    time_key: &'static str,
+    signature_key: &'static str,
+    joiner: &'static [u8],
+}
+
+impl TimedHeader {
+    fn verify(
+        &self,
+        config: &VerificationConfig,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
+    ) -> Result<(), VerifyError> {
+        let value = required(headers, &config.header)?;
+        let mut timestamp = None;
+        let mut signatures = Vec::new();
+        for item in value.split(self.separator) {
+            match item.trim().split_once('=') {
+                Some((k, t)) if k == self.time_key => timestamp = Some(t),
+                Some((k, sig)) if k == self.signature_key => signatures.push(sig),
+                _ => {}
+            }
         }
+        let t = timestamp.ok_or(VerifyError::Malformed(
+            "no timestamp in the signature header",
+        ))?;
+        if signatures.is_empty() {
+            return Err(VerifyError::Malformed(
+                "no signature entry in the signature header",
+            ));
+        }
+        check_timestamp(parse_unix(t)?, now_unix, config.tolerance_seconds)?;
+        let parts = [t.as_bytes(), self.joiner, body];
+        matched(any_matches(
+            Hash::Sha256,
+            &config.secrets,
+            &parts,
+            &hex_candidates(signatures),
+        ))
     }
-    let t = timestamp.ok_or(VerifyError::Malformed(
-        "no t= timestamp in the signature header",
-    ))?;
-    if v1.is_empty() {
-        return Err(VerifyError::Malformed(
-            "no v1 signature in the signature header",
-        ));
-    }
-    check_timestamp(parse_unix(t)?, now_unix, config.tolerance_seconds)?;
-    let parts = [t.as_bytes(), b".", body];
-    matched(any_matches(
-        Hash::Sha256,
-        &config.secrets,
-        &parts,
-        &hex_candidates(v1),
-    ))
 }
 
 /// `X-Slack-Signature: v0=<hex>` over `v0:{X-Slack-Request-Timestamp}:{body}`.
@@ -100,32 +127,13 @@ pub fn paddle(
     body: &[u8],
     now_unix: i64,
 ) -> Result<(), VerifyError> {
-    let value = required(headers, &config.header)?;
-    let mut timestamp = None;
-    let mut h1 = Vec::new();
-    for item in value.split(';') {
-        match item.trim().split_once('=') {
-            Some(("ts", t)) => timestamp = Some(t),
-            Some(("h1", sig)) => h1.push(sig),
-            _ => {}
-        }
-    }
-    let ts = timestamp.ok_or(VerifyError::Malformed(
-        "no ts= timestamp in the signature header",
-    ))?;
-    if h1.is_empty() {
-        return Err(VerifyError::Malformed(
-            "no h1 signature in the signature header",
-        ));
-    }
-    check_timestamp(parse_unix(ts)?, now_unix, config.tolerance_seconds)?;
-    let parts = [ts.as_bytes(), b":", body];
-    matched(any_matches(
-        Hash::Sha256,
-        &config.secrets,
-        &parts,
-        &hex_candidates(h1),
-    ))
+    let layout = TimedHeader {
+        separator: ';',
+        time_key: "ts",
+        signature_key: "h1",
+        joiner: b":",
+    };
+    layout.verify(config, headers, body, now_unix)
 }
 
 /// `linear-signature: <hex>`, HMAC-SHA256 of the body; the body's `webhookTimestamp`
@@ -298,5 +306,82 @@ mod tests {
                 "http://127.0.0.1:80/v1/ingest/t/s"
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod robustness {
+    use super::super::verify_at;
+    use hookstream_crds::config::{SecretValue, VerificationConfig};
+    use hookstream_crds::v1alpha1::VerificationType;
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    /// Garbage in every header a scheme reads is refused with an error, never a panic.
+    #[test]
+    fn hostile_headers_are_refused_without_panicking() {
+        let values = [
+            "",
+            "=",
+            ",",
+            ";",
+            "t=",
+            "v1=",
+            "t=1,v1=zz",
+            "ts=9999999999999999999999;h1=00",
+            "v0=",
+            "v0=not-hex",
+            "Basic",
+            "Basic !!!",
+            "Basic Og==",
+            "sha256=",
+            "MEUCIQ==",
+            "t=-1,v1=00",
+            "ts=1;h1=",
+            "\u{7f}",
+        ];
+        for scheme in [
+            VerificationType::Stripe,
+            VerificationType::Slack,
+            VerificationType::Twilio,
+            VerificationType::Sendgrid,
+            VerificationType::Linear,
+            VerificationType::Paddle,
+            VerificationType::BasicAuth,
+        ] {
+            let header = hookstream_crds::templates::default_header(scheme);
+            let config = VerificationConfig {
+                scheme,
+                secrets: vec![SecretValue(b"k".to_vec())],
+                header: header.to_owned(),
+                encoding: None,
+                prefix: None,
+                tolerance_seconds: 300,
+            };
+            for value in values {
+                let Ok(value) = HeaderValue::from_str(value) else {
+                    continue;
+                };
+                let mut headers = HeaderMap::new();
+                for name in [
+                    header,
+                    "x-slack-request-timestamp",
+                    "x-twilio-email-event-webhook-timestamp",
+                    "content-type",
+                ] {
+                    headers.insert(HeaderName::from_static(name), value.clone());
+                }
+                for (body, url) in [
+                    (b"".as_slice(), ""),
+                    (
+                        br#"{"webhookTimestamp": "soon"}"#.as_slice(),
+                        "http://h/x?bodySHA256=00",
+                    ),
+                    (b"a=1&a=2&b".as_slice(), "not a url"),
+                ] {
+                    let result = verify_at(&config, &headers, body, url, 1_700_000_000);
+                    assert!(result.is_err(), "{scheme:?} accepted {value:?}");
+                }
+            }
+        }
     }
 }
