@@ -364,6 +364,25 @@ spec:
     secretRefs: [{name: postmark-next, key: password}]
 "#,
     );
+    manifests.push_str(&format!(
+        r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: standard, namespace: p}}
+stringData: {{current: "{SW_CURRENT}", next: "{SW_NEXT}"}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Source
+metadata: {{name: standard, namespace: p}}
+spec:
+  template: custom
+  verification:
+    type: standard-webhooks
+    secretRef: {{name: standard, key: current}}
+    secretRefs: [{{name: standard, key: next}}]
+"#
+    ));
     manifests.push_str(&source(
         "sendgrid-example",
         "sendgrid",
@@ -489,6 +508,17 @@ spec:
             None,
         ),
     ];
+    // A custom Source of type standard-webhooks reads the webhook-* headers the Standard
+    // Webhooks libraries send.
+    cases.push(case(
+        "standard",
+        "standardwebhooks",
+        SW_CURRENT,
+        SW_NEXT,
+        SW_WRONG,
+        "webhook-signature",
+        Some(360),
+    ));
     let mut linear = case(
         "linear",
         "linear",
