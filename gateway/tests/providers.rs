@@ -59,6 +59,21 @@ struct Signed {
 }
 
 impl Signed {
+    /// A signer's output: `{"headers": {...}, "body": "...", "url"?, "content_type"?}`.
+    fn from_json(v: &Value) -> Signed {
+        Signed {
+            headers: v["headers"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect(),
+            body: v["body"].as_str().unwrap().to_owned(),
+            url: v["url"].as_str().map(str::to_owned),
+            content_type: v["content_type"].as_str().map(str::to_owned),
+        }
+    }
+
     fn without(&self, header: &str) -> Signed {
         let mut s = self.clone();
         s.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(header));
@@ -104,17 +119,7 @@ fn sign(provider: &str, args: &[(&str, &str)]) -> Signed {
             String::from_utf8_lossy(&out.stdout)
         )
     });
-    Signed {
-        headers: v["headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-            .collect(),
-        body: v["body"].as_str().unwrap().to_owned(),
-        url: v["url"].as_str().map(str::to_owned),
-        content_type: v["content_type"].as_str().map(str::to_owned),
-    }
+    Signed::from_json(&v)
 }
 
 async fn send(gw: &Gateway, source: &str, signed: &Signed) -> u16 {
@@ -391,17 +396,7 @@ spec:
         "",
     ));
     let gw = Gateway::start(&manifests).await;
-    let example = Signed {
-        headers: known_answer["headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-            .collect(),
-        body: known_answer["body"].as_str().unwrap().to_owned(),
-        url: None,
-        content_type: None,
-    };
+    let example = Signed::from_json(&known_answer);
     assert_eq!(
         send(&gw, "sendgrid-example", &example).await,
         200,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -32,7 +32,7 @@ use crate::server::AppState;
 use crate::store::{now_ms, DedupClaim, InsertOutcome, Job, NewDelivery, NewEvent};
 
 /// The request as ingest and publish receive it.
-struct Incoming {
+pub struct Incoming {
     peer: SocketAddr,
     method: Method,
     uri: Uri,
@@ -40,25 +40,32 @@ struct Incoming {
     body: Body,
 }
 
+impl<S: Send + Sync> FromRequest<S> for Incoming {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Incoming {
+            peer,
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
 /// The ingest handler.
 pub async fn ingest(
     State(app): State<AppState>,
     Path((namespace, source)): Path<(String, String)>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    incoming: Incoming,
 ) -> Response {
     let key = ObjectKey::new(namespace, source);
     let target = app.config.borrow().sources.get(&key).cloned();
-    let incoming = Incoming {
-        peer,
-        method,
-        uri,
-        headers,
-        body,
-    };
     let label = key.to_string();
     match accept(
         &app,
@@ -91,21 +98,10 @@ pub async fn ingest(
 pub async fn publish(
     State(app): State<AppState>,
     Path((namespace, topic)): Path<(String, String)>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    incoming: Incoming,
 ) -> Response {
     let key = ObjectKey::new(namespace, topic);
     let target = app.config.borrow().topics.get(&key).cloned();
-    let incoming = Incoming {
-        peer,
-        method,
-        uri,
-        headers,
-        body,
-    };
     let stored = format!("{TOPIC_PREFIX}{}", key.name);
     let label = format!("{}/{stored}", key.namespace);
     match accept(&app, "topic", &key, target, stored, &label, incoming).await {

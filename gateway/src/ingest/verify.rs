@@ -108,12 +108,12 @@ pub fn verify_at(
         VerificationType::StandardWebhooks => {
             verify_standard_webhooks(config, headers, body, now_unix)
         }
-        VerificationType::Stripe => providers::stripe(config, headers, body, now_unix),
+        VerificationType::Stripe => providers::STRIPE.verify(config, headers, body, now_unix),
         VerificationType::Slack => providers::slack(config, headers, body, now_unix),
         VerificationType::Twilio => providers::twilio(config, headers, body, url),
         VerificationType::Sendgrid => providers::sendgrid(config, headers, body),
         VerificationType::Linear => providers::linear(config, headers, body, now_unix),
-        VerificationType::Paddle => providers::paddle(config, headers, body, now_unix),
+        VerificationType::Paddle => providers::PADDLE.verify(config, headers, body, now_unix),
         VerificationType::BasicAuth => providers::basic_auth(config, headers),
     }
 }

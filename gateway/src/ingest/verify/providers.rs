@@ -38,24 +38,24 @@ fn matched(ok: bool) -> Result<(), VerifyError> {
 /// `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>...]`: HMAC-SHA256 of `{t}.{body}` with the
 /// whole `whsec_...` string as the key. Several `v1` entries appear while Stripe rolls a
 /// secret; any may match.
-pub fn stripe(
-    config: &VerificationConfig,
-    headers: &HeaderMap,
-    body: &[u8],
-    now_unix: i64,
-) -> Result<(), VerifyError> {
-    let layout = TimedHeader {
-        separator: ',',
-        time_key: "t",
-        signature_key: "v1",
-        joiner: b".",
-    };
-    layout.verify(config, headers, body, now_unix)
-}
+pub const STRIPE: TimedHeader = TimedHeader {
+    separator: ',',
+    time_key: "t",
+    signature_key: "v1",
+    joiner: b".",
+};
+
+/// `Paddle-Signature: ts=<unix>;h1=<hex>[;h1=<hex>...]` over `{ts}:{body}`.
+pub const PADDLE: TimedHeader = TimedHeader {
+    separator: ';',
+    time_key: "ts",
+    signature_key: "h1",
+    joiner: b":",
+};
 
 /// A header carrying a signing time and hex HMAC-SHA256 entries over `{time}{joiner}{body}`,
 /// as Stripe (`t=..,v1=..`) and Paddle (`ts=..;h1=..`) send it.
-struct TimedHeader {
+pub struct TimedHeader {
     separator: char,
     time_key: &'static str,
     signature_key: &'static str,
@@ -63,7 +63,8 @@ struct TimedHeader {
 }
 
 impl TimedHeader {
-    fn verify(
+    /// Checks `config`'s header of this layout over `body`.
+    pub fn verify(
         &self,
         config: &VerificationConfig,
         headers: &HeaderMap,
@@ -118,22 +119,6 @@ pub fn slack(
         &parts,
         &hex_candidates([hex]),
     ))
-}
-
-/// `Paddle-Signature: ts=<unix>;h1=<hex>[;h1=<hex>...]` over `{ts}:{body}`.
-pub fn paddle(
-    config: &VerificationConfig,
-    headers: &HeaderMap,
-    body: &[u8],
-    now_unix: i64,
-) -> Result<(), VerifyError> {
-    let layout = TimedHeader {
-        separator: ';',
-        time_key: "ts",
-        signature_key: "h1",
-        joiner: b":",
-    };
-    layout.verify(config, headers, body, now_unix)
 }
 
 /// `linear-signature: <hex>`, HMAC-SHA256 of the body; the body's `webhookTimestamp`
