@@ -140,9 +140,16 @@ async fn send(gw: &Gateway, source: &str, signed: &Signed) -> u16 {
     req.send().await.unwrap().status().as_u16()
 }
 
-/// A Secret `NAME` with keys `current` and `next` (and more), and a Source `NAME` with
-/// `template: TEMPLATE` accepting both.
-fn source(name: &str, template: &str, current: &str, next: &str, extra_keys: &str) -> String {
+/// A Secret `NAME` with keys `current` and `next`, and a Source `NAME` with
+/// `template: TEMPLATE` accepting both; `verification_extra` adds lines (indented by four
+/// spaces) to its verification, such as a `type`.
+fn source(
+    name: &str,
+    template: &str,
+    current: &str,
+    next: &str,
+    verification_extra: &str,
+) -> String {
     format!(
         r#"
 ---
@@ -152,7 +159,6 @@ metadata: {{name: {name}, namespace: p}}
 stringData:
   current: "{current}"
   next: "{next}"
-{extra_keys}
 ---
 apiVersion: hookstream.io/v1alpha1
 kind: Source
@@ -160,7 +166,7 @@ metadata: {{name: {name}, namespace: p}}
 spec:
   template: {template}
   verification:
-    secretRef: {{name: {name}, key: current}}
+{verification_extra}    secretRef: {{name: {name}, key: current}}
     secretRefs: [{{name: {name}, key: next}}]
 "#
     )
@@ -369,24 +375,12 @@ spec:
     secretRefs: [{name: postmark-next, key: password}]
 "#,
     );
-    manifests.push_str(&format!(
-        r#"
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: standard, namespace: p}}
-stringData: {{current: "{SW_CURRENT}", next: "{SW_NEXT}"}}
----
-apiVersion: hookstream.io/v1alpha1
-kind: Source
-metadata: {{name: standard, namespace: p}}
-spec:
-  template: custom
-  verification:
-    type: standard-webhooks
-    secretRef: {{name: standard, key: current}}
-    secretRefs: [{{name: standard, key: next}}]
-"#
+    manifests.push_str(&source(
+        "standard",
+        "custom",
+        SW_CURRENT,
+        SW_NEXT,
+        "    type: standard-webhooks\n",
     ));
     manifests.push_str(&source(
         "sendgrid-example",
