@@ -1,5 +1,8 @@
 //! Process plumbing the hookstream operator and gateway share: logging, the shutdown signal,
-//! the Prometheus text exposition, and the name a replica goes by in Leases and Events.
+//! the Prometheus text exposition, the name a replica goes by in Leases and Events, and the
+//! bodies of the gateway's HTTP answers ([`api`]), which clients deserialize.
+
+pub mod api;
 
 use prometheus::{Encoder, Registry, TextEncoder};
 use tracing::info;

@@ -5,6 +5,10 @@
 //! this config, serialized as JSON, in the gateway config Secret; standalone gateways build it
 //! from the manifests folder. Secret values are kept as [`SecretValue`], whose `Debug` output
 //! is redacted so that they cannot reach a log by accident.
+//!
+//! The values the operator and the gateway must agree on are defined here too: the config
+//! Secret's key ([`CONFIG_KEY`]) and the ingest and publish paths ([`INGEST_ROUTE`],
+//! [`PUBLISH_ROUTE`], [`ingest_path`], [`publish_path`]).
 
 use std::fmt;
 
@@ -16,6 +20,27 @@ use crate::v1alpha1::{
     Backoff, DedupStrategy, DestinationType, Filter, SchemaAction, SignatureEncoding,
     SigningAlgorithm, SigningScheme, VerificationType,
 };
+
+/// Key of the compiled config (JSON) in the gateway config Secret: the operator writes the
+/// config there and the gateway reads it from there.
+pub const CONFIG_KEY: &str = "config.json";
+
+/// The gateway's ingest route, as an axum path pattern; [`ingest_path`] fills it in.
+pub const INGEST_ROUTE: &str = "/v1/ingest/{namespace}/{source}";
+/// The gateway's topic publish route, as an axum path pattern; [`publish_path`] fills it in.
+pub const PUBLISH_ROUTE: &str = "/v1/topics/{namespace}/{topic}/publish";
+
+/// The path a Source receives webhooks on: [`INGEST_ROUTE`] for one Source,
+/// `/v1/ingest/{namespace}/{name}`.
+pub fn ingest_path(namespace: &str, name: &str) -> String {
+    format!("/v1/ingest/{namespace}/{name}")
+}
+
+/// The path events are published to a Topic on: [`PUBLISH_ROUTE`] for one Topic,
+/// `/v1/topics/{namespace}/{name}/publish`.
+pub fn publish_path(namespace: &str, name: &str) -> String {
+    format!("/v1/topics/{namespace}/{name}/publish")
+}
 
 /// Everything the gateway routes: only objects that compiled without error.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -105,7 +130,7 @@ impl<'de> Deserialize<'de> for SecretValue {
 /// A compiled Source.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SourceConfig {
-    /// Namespace and name; the ingest path is `/v1/ingest/{namespace}/{name}`.
+    /// Namespace and name; the ingest path is [`ingest_path`] of them.
     pub key: ObjectKey,
     /// Signature check, if any.
     pub verification: Option<VerificationConfig>,
@@ -336,6 +361,27 @@ mod tests {
     fn fixed_always_waits_the_first_interval() {
         let p = policy(Backoff::Fixed, &[250, 999]);
         assert_eq!([1, 2, 7].map(|k| p.delay_ms(k)), [250, 250, 250]);
+    }
+
+    #[test]
+    fn paths_fill_in_their_routes() {
+        assert_eq!(ingest_path("shop", "orders"), "/v1/ingest/shop/orders");
+        assert_eq!(
+            ingest_path("shop", "orders"),
+            INGEST_ROUTE
+                .replace("{namespace}", "shop")
+                .replace("{source}", "orders")
+        );
+        assert_eq!(
+            publish_path("shop", "orders"),
+            "/v1/topics/shop/orders/publish"
+        );
+        assert_eq!(
+            publish_path("shop", "orders"),
+            PUBLISH_ROUTE
+                .replace("{namespace}", "shop")
+                .replace("{topic}", "orders")
+        );
     }
 
     #[test]

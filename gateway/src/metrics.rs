@@ -25,96 +25,90 @@ pub struct Metrics {
     pub transform_failures: IntCounterVec,
 }
 
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .expect("static metric definition is valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric =
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition is valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+/// Upper bounds of the delivery latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let m = Metrics {
-            ingest_requests: IntCounterVec::new(
-                Opts::new(
-                    "hookstream_gateway_ingest_requests_total",
-                    "Ingest requests by source and outcome.",
-                ),
+        let r = Registry::new();
+        let delivery_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hookstream_gateway_delivery_duration_seconds",
+                "Delivery attempt latency.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["destination"],
+        )
+        .expect("static metric definition is valid");
+        r.register(Box::new(delivery_duration.clone()))
+            .expect("each metric is registered once");
+        Metrics {
+            ingest_requests: counter(
+                &r,
+                "hookstream_gateway_ingest_requests_total",
+                "Ingest requests by source and outcome.",
                 &["source", "outcome"],
-            )
-            .expect("static metric definition is valid"),
-            delivery_attempts: IntCounterVec::new(
-                Opts::new(
-                    "hookstream_gateway_delivery_attempts_total",
-                    "Delivery attempts by destination and result.",
-                ),
+            ),
+            delivery_attempts: counter(
+                &r,
+                "hookstream_gateway_delivery_attempts_total",
+                "Delivery attempts by destination and result.",
                 &["destination", "result"],
-            )
-            .expect("static metric definition is valid"),
-            delivery_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "hookstream_gateway_delivery_duration_seconds",
-                    "Delivery attempt latency.",
-                )
-                .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    30.0,
-                ]),
+            ),
+            delivery_duration,
+            dead_lettered: counter(
+                &r,
+                "hookstream_gateway_dead_lettered_total",
+                "Deliveries dead-lettered after their last retry.",
                 &["destination"],
-            )
-            .expect("static metric definition is valid"),
-            dead_lettered: IntCounterVec::new(
-                Opts::new(
-                    "hookstream_gateway_dead_lettered_total",
-                    "Deliveries dead-lettered after their last retry.",
-                ),
+            ),
+            circuit_state: gauge(
+                &r,
+                "hookstream_gateway_circuit_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
                 &["destination"],
-            )
-            .expect("static metric definition is valid"),
-            circuit_state: IntGaugeVec::new(
-                Opts::new(
-                    "hookstream_gateway_circuit_state",
-                    "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
-                ),
+            ),
+            queue_depth: gauge(
+                &r,
+                "hookstream_gateway_queue_depth",
+                "Deliveries waiting or in flight.",
                 &["destination"],
-            )
-            .expect("static metric definition is valid"),
-            queue_depth: IntGaugeVec::new(
-                Opts::new(
-                    "hookstream_gateway_queue_depth",
-                    "Deliveries waiting or in flight.",
-                ),
-                &["destination"],
-            )
-            .expect("static metric definition is valid"),
-            config_reloads: IntCounterVec::new(
-                Opts::new(
-                    "hookstream_gateway_config_reloads_total",
-                    "Config reloads by result.",
-                ),
+            ),
+            config_reloads: counter(
+                &r,
+                "hookstream_gateway_config_reloads_total",
+                "Config reloads by result.",
                 &["result"],
-            )
-            .expect("static metric definition is valid"),
-            transform_failures: IntCounterVec::new(
-                Opts::new(
-                    "hookstream_gateway_transform_failures_total",
-                    "Transforms that failed, by destination and category.",
-                ),
+            ),
+            transform_failures: counter(
+                &r,
+                "hookstream_gateway_transform_failures_total",
+                "Transforms that failed, by destination and category.",
                 &["destination", "category"],
-            )
-            .expect("static metric definition is valid"),
-            registry,
-        };
-        for c in [
-            Box::new(m.ingest_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.delivery_attempts.clone()),
-            Box::new(m.delivery_duration.clone()),
-            Box::new(m.dead_lettered.clone()),
-            Box::new(m.circuit_state.clone()),
-            Box::new(m.queue_depth.clone()),
-            Box::new(m.config_reloads.clone()),
-            Box::new(m.transform_failures.clone()),
-        ] {
-            m.registry
-                .register(c)
-                .expect("each metric is registered once");
+            ),
+            registry: r,
         }
-        m
     }
 
     /// The text exposition of every metric.

@@ -36,7 +36,8 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "HOOKSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// Database URL: sqlite://PATH.
+    /// Database URL: sqlite://PATH (embedded, one replica) or postgres://USER@HOST/DB
+    /// (several replicas share it; the password from the URL or PGPASSWORD).
     #[arg(
         long,
         env = "HOOKSTREAM_DATABASE_URL",
@@ -58,10 +59,14 @@ pub struct Settings {
         value_enum,
         default_value = "full"
     )]
-    pub sqlite_sync: crate::store::SqliteSync,
+    pub sqlite_sync: crate::store::sqlite::SqliteSync,
     /// How long events and attempts are kept, like 30d or 12h.
     #[arg(long, env = "HOOKSTREAM_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub retention: Duration,
+    /// How long shutdown (SIGTERM) waits for deliveries in flight before leaving them to
+    /// their leases, like 30s. Keep it below the pod's termination grace period.
+    #[arg(long, env = "HOOKSTREAM_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
     /// Most delivery attempts in flight at once.
     #[arg(long, env = "HOOKSTREAM_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,

@@ -40,8 +40,8 @@ use crate::status::{self, Verdict};
 
 /// Field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "hookstream-operator";
-/// Key of the compiled config (JSON) in the gateway config Secret.
-pub const CONFIG_KEY: &str = "config.json";
+/// Key of the compiled config (JSON) in the gateway config Secret, shared with the gateway.
+pub use hookstream_crds::config::CONFIG_KEY;
 /// Quiet time after a change before compiling, so a `kubectl apply` of many objects compiles
 /// once or twice rather than once per object.
 const DEBOUNCE: Duration = Duration::from_millis(50);

@@ -2,7 +2,7 @@
 //! compare the result with the object's current status and write only a difference.
 
 use hookstream_crds::compiler::{Compilation, ConfigError};
-use hookstream_crds::config::ObjectKey;
+use hookstream_crds::config::{ingest_path, publish_path, ObjectKey};
 use hookstream_crds::v1alpha1::{
     condition, set_condition, CONDITION_ACCEPTED, CONDITION_READY, CONDITION_RESOLVED_REFS,
 };
@@ -137,24 +137,16 @@ fn describe(errors: &[&ConfigError]) -> String {
     text
 }
 
-/// `{base}/v1/ingest/{namespace}/{name}`.
+/// `{base}/v1/ingest/{namespace}/{name}`: `base` joined with [`ingest_path`].
 pub fn ingest_url(base: &str, key: &ObjectKey) -> String {
-    format!(
-        "{}/v1/ingest/{}/{}",
-        base.trim_end_matches('/'),
-        key.namespace,
-        key.name
-    )
+    let path = ingest_path(&key.namespace, &key.name);
+    format!("{}{path}", base.trim_end_matches('/'))
 }
 
-/// `{base}/v1/topics/{namespace}/{name}/publish`.
+/// `{base}/v1/topics/{namespace}/{name}/publish`: `base` joined with [`publish_path`].
 pub fn publish_url(base: &str, key: &ObjectKey) -> String {
-    format!(
-        "{}/v1/topics/{}/{}/publish",
-        base.trim_end_matches('/'),
-        key.namespace,
-        key.name
-    )
+    let path = publish_path(&key.namespace, &key.name);
+    format!("{}{path}", base.trim_end_matches('/'))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use hookstream_crds::config::GatewayConfig;
+use hookstream_crds::config::{GatewayConfig, ObjectKey, CONFIG_KEY};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
@@ -15,9 +15,6 @@ use tracing::{info, warn};
 use super::Cluster;
 use crate::config::RuntimeConfig;
 use crate::metrics::Metrics;
-
-/// Key of the compiled config in the Secret (the operator writes it).
-pub const CONFIG_KEY: &str = "config.json";
 
 /// Watches the config Secret and publishes each version that builds. `synced` fires once the
 /// first listing is handled (with or without a config), so startup can wait for it.
@@ -70,33 +67,51 @@ pub async fn watch(
             continue;
         }
         let version = secret.resource_version().unwrap_or_default();
-        let built = tokio::task::spawn_blocking({
-            let data = data.clone();
-            move || -> Result<RuntimeConfig, String> {
-                let compiled: GatewayConfig = serde_json::from_slice(&data)
-                    .map_err(|e| format!("not a gateway config: {e}"))?;
-                RuntimeConfig::build(compiled).map_err(|e| e.to_string())
-            }
-        })
-        .await;
-        match built {
-            Ok(Ok(config)) => {
-                info!(
-                    sources = config.sources.len(),
-                    destinations = config.destinations.len(),
-                    routes = config.routes.len(),
-                    resource_version = %version,
-                    "config loaded from Secret"
-                );
-                metrics.config_reloads.with_label_values(&["success"]).inc();
-                publish.send_replace(Arc::new(config));
-                last = Some(data);
-            }
-            Ok(Err(e)) => {
-                metrics.config_reloads.with_label_values(&["failure"]).inc();
-                warn!(secret = %target, resource_version = %version, error = %e, "the config in the Secret is invalid; keeping the last config");
-            }
-            Err(e) => warn!(error = %e, "config build task failed"),
+        if apply(&data, &version, &target, &publish, &metrics).await {
+            last = Some(data);
+        }
+    }
+}
+
+/// Builds the config in `data` and publishes it. Returns whether it was published; an
+/// invalid config is counted and logged, and the last one stays.
+async fn apply(
+    data: &[u8],
+    version: &str,
+    target: &ObjectKey,
+    publish: &watch::Sender<Arc<RuntimeConfig>>,
+    metrics: &Metrics,
+) -> bool {
+    let built = tokio::task::spawn_blocking({
+        let data = data.to_vec();
+        move || -> Result<RuntimeConfig, String> {
+            let compiled: GatewayConfig =
+                serde_json::from_slice(&data).map_err(|e| format!("not a gateway config: {e}"))?;
+            RuntimeConfig::build(compiled).map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    match built {
+        Ok(Ok(config)) => {
+            info!(
+                sources = config.sources.len(),
+                destinations = config.destinations.len(),
+                routes = config.routes.len(),
+                resource_version = %version,
+                "config loaded from Secret"
+            );
+            metrics.config_reloads.with_label_values(&["success"]).inc();
+            publish.send_replace(Arc::new(config));
+            true
+        }
+        Ok(Err(e)) => {
+            metrics.config_reloads.with_label_values(&["failure"]).inc();
+            warn!(secret = %target, resource_version = %version, error = %e, "the config in the Secret is invalid; keeping the last config");
+            false
+        }
+        Err(e) => {
+            warn!(error = %e, "config build task failed");
+            false
         }
     }
 }

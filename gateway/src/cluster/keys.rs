@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
 use super::Cluster;
-use crate::api::auth::{self, ApiKeys};
+use crate::http::auth::{self, ApiKeys};
 
 /// The label that marks a Secret as holding API keys.
 pub const LABEL: &str = "hookstream.io/api-key";

@@ -11,14 +11,17 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
 use super::{Cluster, FIELD_MANAGER};
-use crate::server::AppState;
+use crate::config::ConfigHandle;
+use crate::delivery::circuit::Circuits;
 
 /// The annotation that asks for a reset.
 pub const ANNOTATION: &str = "hookstream.io/reset-circuit";
 
 /// Resets circuits whose Destination carries the annotation, then removes it.
-pub async fn watch(cluster: Cluster, app: AppState) {
+pub async fn watch(cluster: Cluster, config: ConfigHandle, circuits: Arc<Circuits>) {
     let api = Api::<Destination>::all(cluster.client.clone());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -41,10 +44,10 @@ pub async fn watch(cluster: Cluster, app: AppState) {
         );
         // Only this gateway's destinations: another installation's annotation is not ours
         // to act on or remove.
-        if !app.config.borrow().destinations.contains_key(&key) {
+        if !config.borrow().destinations.contains_key(&key) {
             continue;
         }
-        let view = app.dispatcher.circuits.reset(&key);
+        let view = circuits.reset(&key);
         info!(destination = %key, state = ?view.state, "circuit reset by annotation");
         let remove = serde_json::json!({"metadata": {"annotations": {ANNOTATION: null}}});
         let namespaced = Api::<Destination>::namespaced(cluster.client.clone(), &key.namespace);

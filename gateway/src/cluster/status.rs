@@ -5,6 +5,7 @@
 //! of a Lease, writes them, only when they changed and at most once per interval per object.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hookstream_crds::config::ObjectKey;
@@ -17,16 +18,29 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::{Cluster, FIELD_MANAGER, STATUS_LEASE};
-use crate::delivery::circuit::State;
-use crate::server::AppState;
-use crate::store::{self, Counters, COUNTER_DESTINATION, COUNTER_SOURCE};
+use crate::clock::rfc3339_seconds;
+use crate::config::ConfigHandle;
+use crate::delivery::circuit::Circuits;
+use crate::store::{
+    CircuitState as State, CounterKey, Counters, ObjectKind, SharedStore, StoreError,
+};
+
+/// What the status writer reads: the totals, the circuits and the configured objects.
+pub struct Sources {
+    /// Totals.
+    pub store: SharedStore,
+    /// Circuits.
+    pub circuits: Arc<Circuits>,
+    /// The objects to write status onto.
+    pub config: ConfigHandle,
+}
 
 /// How often status is compared and, where changed, written.
 pub const INTERVAL: Duration = Duration::from_secs(2);
 const LEASE_SECONDS: u64 = 15;
 
 /// Writes status while this replica holds the status Lease, until `shutdown`.
-pub async fn run(cluster: Cluster, app: AppState, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(cluster: Cluster, sources: Sources, mut shutdown: watch::Receiver<bool>) {
     let lease = LeaseManagerBuilder::new(cluster.client.clone(), STATUS_LEASE)
         .with_namespace(&cluster.namespace)
         .with_identity(&cluster.identity)
@@ -64,7 +78,7 @@ pub async fn run(cluster: Cluster, app: AppState, mut shutdown: watch::Receiver<
         if !*leader.borrow() {
             continue;
         }
-        if let Err(e) = write_changes(&cluster, &app, &mut written).await {
+        if let Err(e) = write_changes(&cluster, &sources, &mut written).await {
             warn!(error = %e, "cannot read the totals for status");
         }
     }
@@ -72,45 +86,39 @@ pub async fn run(cluster: Cluster, app: AppState, mut shutdown: watch::Receiver<
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }
 
-async fn write_changes(
-    cluster: &Cluster,
-    app: &AppState,
-    written: &mut HashMap<(&'static str, ObjectKey), Value>,
-) -> Result<(), store::StoreError> {
-    let totals: HashMap<(String, String, String), Counters> =
-        store::read::counters(&app.store.read)
-            .await?
-            .into_iter()
-            .collect();
-    let config = app.config.borrow().clone();
+/// The status every configured object should have.
+async fn desired(sources: &Sources) -> Result<Vec<((&'static str, ObjectKey), Value)>, StoreError> {
+    let totals: HashMap<CounterKey, Counters> =
+        sources.store.counters().await?.into_iter().collect();
+    let total = |kind: ObjectKind, key: &ObjectKey| {
+        totals
+            .get(&(kind, key.namespace.clone(), key.name.clone()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let config = sources.config.borrow().clone();
     let mut desired: Vec<((&'static str, ObjectKey), Value)> = Vec::new();
     for key in config.sources.keys() {
-        let t = totals
-            .get(&(
-                COUNTER_SOURCE.to_owned(),
-                key.namespace.clone(),
-                key.name.clone(),
-            ))
-            .cloned()
-            .unwrap_or_default();
+        let t = total(ObjectKind::Source, key);
         desired.push((("Source", key.clone()), source_status(&t)));
     }
     for key in config.destinations.keys() {
-        let t = totals
-            .get(&(
-                COUNTER_DESTINATION.to_owned(),
-                key.namespace.clone(),
-                key.name.clone(),
-            ))
-            .cloned()
-            .unwrap_or_default();
-        let view = app.dispatcher.circuits.view(key);
+        let t = total(ObjectKind::Destination, key);
+        let view = sources.circuits.view(key);
         desired.push((
             ("Destination", key.clone()),
             destination_status(&t, view.state, view.failure_count),
         ));
     }
-    for (id, status) in desired {
+    Ok(desired)
+}
+
+async fn write_changes(
+    cluster: &Cluster,
+    sources: &Sources,
+    written: &mut HashMap<(&'static str, ObjectKey), Value>,
+) -> Result<(), StoreError> {
+    for (id, status) in desired(sources).await? {
         if written.get(&id) == Some(&status) {
             continue;
         }
@@ -145,14 +153,9 @@ async fn write_changes(
     Ok(())
 }
 
-fn rfc3339(ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-}
-
 fn source_status(t: &Counters) -> Value {
     let mut status = json!({"eventsReceived": t.received});
-    if let Some(at) = t.last_at.and_then(rfc3339) {
+    if let Some(at) = t.last_at.and_then(rfc3339_seconds) {
         status["lastReceivedAt"] = Value::String(at);
     }
     status
@@ -172,7 +175,7 @@ fn destination_status(t: &Counters, state: State, failures: u32) -> Value {
             "deadLettered": t.dead_lettered,
         },
     });
-    if let Some(at) = t.last_at.and_then(rfc3339) {
+    if let Some(at) = t.last_at.and_then(rfc3339_seconds) {
         status["lastAttemptAt"] = Value::String(at);
     }
     status

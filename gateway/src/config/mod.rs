@@ -10,7 +10,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use hookstream_crds::config::{
-    ConnectionConfig, DestinationConfig, GatewayConfig, ObjectKey, SourceConfig,
+    ConnectionConfig, DestinationConfig, GatewayConfig, ObjectKey, RateLimitConfig, SourceConfig,
+    TopicConfig,
 };
 use hookstream_crds::v1alpha1::Filter;
 use hookstream_transform::Expression;
@@ -55,13 +56,6 @@ pub struct Route {
 }
 
 impl Route {
-    /// Whether a new event goes this way.
-    pub fn routes(&self, event: &crate::pipeline::filter::EventView<'_>) -> bool {
-        !self.paused && crate::pipeline::filter::matches_all(&self.filters, event)
-    }
-}
-
-impl Route {
     /// Whether any filter looks at the body (so the body must be parsed for routing).
     pub fn needs_body(&self) -> bool {
         self.filters
@@ -77,7 +71,7 @@ pub struct RuntimeConfig {
     /// Destinations by namespace and name.
     pub destinations: HashMap<ObjectKey, Arc<DestinationConfig>>,
     /// Routes by (namespace, kind, name).
-    pub routes: HashMap<(String, RouteKind, String), Arc<Route>>,
+    pub routes: RouteTable,
     /// Topics by namespace and name: publish targets whose routes are the subscriptions.
     pub topics: HashMap<ObjectKey, Arc<RuntimeSource>>,
     /// The compiled config this was built from.
@@ -128,127 +122,11 @@ impl RuntimeConfig {
             .iter()
             .map(|d| (d.key.clone(), Arc::new(d.clone())))
             .collect();
-        // Each destination's payload transform, compiled once and shared by its routes.
-        let mut payloads: HashMap<ObjectKey, DestinationPayload> = HashMap::new();
-        for d in &compiled.destinations {
-            let expression = compile_transform(
-                &format!("Destination {}", d.key),
-                d.payload_transform.as_deref(),
-            )?;
-            let credential = d
-                .credential
-                .as_ref()
-                .map(|c| String::from_utf8_lossy(c.expose()).into_owned());
-            payloads.insert(d.key.clone(), (expression, credential));
-        }
-        let payload_of = |namespace: &str, destination: &str| {
-            payloads
-                .get(&ObjectKey::new(namespace, destination))
-                .cloned()
-                .unwrap_or_default()
-        };
+        let payloads = destination_payloads(&compiled.destinations)?;
         let mut routes = HashMap::new();
-        let mut by_source: HashMap<ObjectKey, Vec<Arc<Route>>> = HashMap::new();
-        for c in &compiled.connections {
-            let (payload, credential) = payload_of(&c.key.namespace, &c.destination);
-            let route = Arc::new(Route {
-                payload,
-                credential,
-                ..connection_route(c)?
-            });
-            by_source
-                .entry(ObjectKey::new(c.key.namespace.clone(), c.source.clone()))
-                .or_default()
-                .push(route.clone());
-            routes.insert(
-                (
-                    c.key.namespace.clone(),
-                    RouteKind::Connection,
-                    c.key.name.clone(),
-                ),
-                route,
-            );
-        }
-        let mut topics = HashMap::new();
-        for t in &compiled.topics {
-            let mut subs = Vec::new();
-            for (i, s) in t.subscriptions.iter().enumerate() {
-                let name = format!("{}#{i}", t.key.name);
-                let (payload, credential) = payload_of(&t.key.namespace, &s.destination);
-                let route = Arc::new(Route {
-                    payload,
-                    credential,
-                    kind: RouteKind::Subscription,
-                    name: name.clone(),
-                    namespace: t.key.namespace.clone(),
-                    destination: s.destination.clone(),
-                    filters: s.filters.clone(),
-                    transform: compile_transform(
-                        &format!("Topic {}", t.key),
-                        s.transform.as_deref(),
-                    )?,
-                    paused: false,
-                });
-                routes.insert(
-                    (t.key.namespace.clone(), RouteKind::Subscription, name),
-                    route.clone(),
-                );
-                subs.push(route);
-            }
-            // A publish is an ingest without the Source checks (callers authenticate with an
-            // API key instead), routed by the subscriptions.
-            let target = RuntimeSource {
-                config: SourceConfig {
-                    key: t.key.clone(),
-                    verification: None,
-                    dedup: None,
-                    ip_filter: None,
-                    schema: None,
-                    max_body_bytes: None,
-                    rate_limit: None,
-                },
-                schema: None,
-                needs_body: subs.iter().any(|r| r.needs_body()),
-                limiter: None,
-                routes: subs,
-            };
-            topics.insert(t.key.clone(), Arc::new(target));
-        }
-        let mut sources = HashMap::new();
-        for s in &compiled.sources {
-            let schema = match &s.schema {
-                Some(schema) => {
-                    Some(jsonschema::validator_for(&schema.json_schema).map_err(|e| {
-                        BuildError::Schema {
-                            source_key: s.key.clone(),
-                            message: e.to_string(),
-                        }
-                    })?)
-                }
-                None => None,
-            };
-            let routes = by_source.remove(&s.key).unwrap_or_default();
-            let body_dedup = s
-                .dedup
-                .as_ref()
-                .is_some_and(|d| d.strategy == hookstream_crds::v1alpha1::DedupStrategy::BodyField);
-            let limiter = s.rate_limit.map(|r| {
-                // The compiler guarantees both are at least 1.
-                let per_second = NonZeroU32::new(r.per_second).unwrap_or(NonZeroU32::MIN);
-                let burst = NonZeroU32::new(r.burst).unwrap_or(NonZeroU32::MIN);
-                governor::RateLimiter::direct(
-                    governor::Quota::per_second(per_second).allow_burst(burst),
-                )
-            });
-            let runtime = RuntimeSource {
-                limiter,
-                needs_body: schema.is_some() || body_dedup || routes.iter().any(|r| r.needs_body()),
-                config: s.clone(),
-                schema,
-                routes,
-            };
-            sources.insert(s.key.clone(), Arc::new(runtime));
-        }
+        let by_source = connection_routes(&compiled.connections, &payloads, &mut routes)?;
+        let topics = topic_targets(&compiled.topics, &payloads, &mut routes)?;
+        let sources = runtime_sources(&compiled.sources, by_source)?;
         Ok(RuntimeConfig {
             sources,
             destinations,
@@ -257,6 +135,159 @@ impl RuntimeConfig {
             compiled,
         })
     }
+}
+
+/// Routes by (namespace, kind, name).
+type RouteTable = HashMap<(String, RouteKind, String), Arc<Route>>;
+
+/// Each destination's payload transform and credential, compiled once and shared by its
+/// routes.
+fn destination_payloads(
+    destinations: &[DestinationConfig],
+) -> Result<HashMap<ObjectKey, DestinationPayload>, BuildError> {
+    let mut payloads = HashMap::new();
+    for d in destinations {
+        let expression = compile_transform(
+            &format!("Destination {}", d.key),
+            d.payload_transform.as_deref(),
+        )?;
+        let credential = d
+            .credential
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(c.expose()).into_owned());
+        payloads.insert(d.key.clone(), (expression, credential));
+    }
+    Ok(payloads)
+}
+
+fn payload_of(
+    payloads: &HashMap<ObjectKey, DestinationPayload>,
+    namespace: &str,
+    destination: &str,
+) -> DestinationPayload {
+    payloads
+        .get(&ObjectKey::new(namespace, destination))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The Connections' routes, added to `routes` and returned by Source.
+fn connection_routes(
+    connections: &[ConnectionConfig],
+    payloads: &HashMap<ObjectKey, DestinationPayload>,
+    routes: &mut RouteTable,
+) -> Result<HashMap<ObjectKey, Vec<Arc<Route>>>, BuildError> {
+    let mut by_source: HashMap<ObjectKey, Vec<Arc<Route>>> = HashMap::new();
+    for c in connections {
+        let (payload, credential) = payload_of(payloads, &c.key.namespace, &c.destination);
+        let route = Arc::new(Route {
+            payload,
+            credential,
+            ..connection_route(c)?
+        });
+        by_source
+            .entry(ObjectKey::new(c.key.namespace.clone(), c.source.clone()))
+            .or_default()
+            .push(route.clone());
+        let key = (
+            c.key.namespace.clone(),
+            RouteKind::Connection,
+            c.key.name.clone(),
+        );
+        routes.insert(key, route);
+    }
+    Ok(by_source)
+}
+
+/// The Topics as publish targets whose routes are their subscriptions (added to `routes`). A
+/// publish is an ingest without the Source checks (callers authenticate with an API key
+/// instead).
+fn topic_targets(
+    topics: &[TopicConfig],
+    payloads: &HashMap<ObjectKey, DestinationPayload>,
+    routes: &mut RouteTable,
+) -> Result<HashMap<ObjectKey, Arc<RuntimeSource>>, BuildError> {
+    let mut targets = HashMap::new();
+    for t in topics {
+        let mut subs = Vec::new();
+        for (i, s) in t.subscriptions.iter().enumerate() {
+            let name = format!("{}#{i}", t.key.name);
+            let (payload, credential) = payload_of(payloads, &t.key.namespace, &s.destination);
+            let route = Arc::new(Route {
+                payload,
+                credential,
+                kind: RouteKind::Subscription,
+                name: name.clone(),
+                namespace: t.key.namespace.clone(),
+                destination: s.destination.clone(),
+                filters: s.filters.clone(),
+                transform: compile_transform(&format!("Topic {}", t.key), s.transform.as_deref())?,
+                paused: false,
+            });
+            routes.insert(
+                (t.key.namespace.clone(), RouteKind::Subscription, name),
+                route.clone(),
+            );
+            subs.push(route);
+        }
+        let target = RuntimeSource {
+            config: SourceConfig {
+                key: t.key.clone(),
+                verification: None,
+                dedup: None,
+                ip_filter: None,
+                schema: None,
+                max_body_bytes: None,
+                rate_limit: None,
+            },
+            schema: None,
+            needs_body: subs.iter().any(|r| r.needs_body()),
+            limiter: None,
+            routes: subs,
+        };
+        targets.insert(t.key.clone(), Arc::new(target));
+    }
+    Ok(targets)
+}
+
+/// The Sources, each with its compiled schema, rate limiter and routes.
+fn runtime_sources(
+    sources: &[SourceConfig],
+    mut by_source: HashMap<ObjectKey, Vec<Arc<Route>>>,
+) -> Result<HashMap<ObjectKey, Arc<RuntimeSource>>, BuildError> {
+    let mut out = HashMap::new();
+    for s in sources {
+        let schema = match &s.schema {
+            Some(schema) => Some(jsonschema::validator_for(&schema.json_schema).map_err(|e| {
+                BuildError::Schema {
+                    source_key: s.key.clone(),
+                    message: e.to_string(),
+                }
+            })?),
+            None => None,
+        };
+        let routes = by_source.remove(&s.key).unwrap_or_default();
+        let body_dedup = s
+            .dedup
+            .as_ref()
+            .is_some_and(|d| d.strategy == hookstream_crds::v1alpha1::DedupStrategy::BodyField);
+        let runtime = RuntimeSource {
+            limiter: s.rate_limit.map(rate_limiter),
+            needs_body: schema.is_some() || body_dedup || routes.iter().any(|r| r.needs_body()),
+            config: s.clone(),
+            schema,
+            routes,
+        };
+        out.insert(s.key.clone(), Arc::new(runtime));
+    }
+    Ok(out)
+}
+
+fn rate_limiter(r: RateLimitConfig) -> governor::DefaultDirectRateLimiter {
+    // The compiler guarantees both are at least 1.
+    let per_second = NonZeroU32::new(r.per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(r.burst).unwrap_or(NonZeroU32::MIN);
+    governor::RateLimiter::direct(governor::Quota::per_second(per_second).allow_burst(burst))
 }
 
 /// A destination's payload transform and credential.

@@ -14,48 +14,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hookstream_crds::config::{CircuitConfig, ObjectKey};
-use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use crate::store::{CircuitRow, Writer};
+use crate::store::{CircuitRow, CircuitState as State, SharedStore};
 
-/// The three states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Deliveries flow.
-    Closed,
-    /// Deliveries wait.
-    Open,
-    /// One probe is out.
-    HalfOpen,
-}
-
-impl State {
-    fn as_str(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-        }
-    }
-
-    fn parse(text: &str) -> State {
-        match text {
-            "open" => State::Open,
-            "half_open" => State::HalfOpen,
-            _ => State::Closed,
-        }
-    }
-
-    fn gauge(self) -> i64 {
-        match self {
-            State::Closed => 0,
-            State::Open => 1,
-            State::HalfOpen => 2,
-        }
+/// The circuit state gauge's value.
+fn gauge(state: State) -> i64 {
+    match state {
+        State::Closed => 0,
+        State::Open => 1,
+        State::HalfOpen => 2,
     }
 }
 
@@ -70,8 +41,8 @@ pub enum Decision {
     Wait,
 }
 
-/// A circuit as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+/// A circuit as the API and status show it.
+#[derive(Clone, Debug)]
 pub struct View {
     /// `closed`, `open` or `half_open`.
     pub state: State,
@@ -129,7 +100,7 @@ pub struct Blocked {
 /// Every destination's breaker.
 pub struct Circuits {
     breakers: Mutex<HashMap<ObjectKey, Breaker>>,
-    writer: Writer,
+    store: SharedStore,
     metrics: Metrics,
     /// Woken when a circuit closes, so waiting deliveries are claimed at once.
     pub wake: Arc<Notify>,
@@ -139,13 +110,13 @@ impl Circuits {
     /// Breakers restored from persisted rows.
     pub fn new(
         rows: Vec<CircuitRow>,
-        writer: Writer,
+        store: SharedStore,
         metrics: Metrics,
         wake: Arc<Notify>,
     ) -> Circuits {
         let mut breakers = HashMap::new();
         for row in rows {
-            let state = match State::parse(&row.state) {
+            let state = match row.state {
                 // A probe that was out when the process stopped is lost: open again, with the
                 // cooldown already elapsed so a new probe goes out at once.
                 State::HalfOpen => State::Open,
@@ -154,7 +125,7 @@ impl Circuits {
             metrics
                 .circuit_state
                 .with_label_values(&[&format!("{}/{}", row.namespace, row.destination)])
-                .set(state.gauge());
+                .set(gauge(state));
             breakers.insert(
                 ObjectKey::new(row.namespace, row.destination),
                 Breaker {
@@ -171,7 +142,7 @@ impl Circuits {
         }
         Circuits {
             breakers: Mutex::new(breakers),
-            writer,
+            store,
             metrics,
             wake,
         }
@@ -270,11 +241,7 @@ impl Circuits {
         let mut map = self.lock();
         let b = map.entry(key.clone()).or_default();
         let was_closed = b.state == State::Closed;
-        let drain_cutoff = if was_closed {
-            b.drain_cutoff
-        } else {
-            crate::store::now_ms()
-        };
+        let drain_cutoff = if was_closed { b.drain_cutoff } else { now_ms() };
         *b = Breaker {
             draining: !was_closed || b.draining,
             drain_cutoff,
@@ -382,12 +349,12 @@ impl Circuits {
         self.metrics
             .circuit_state
             .with_label_values(&[&key.to_string()])
-            .set(state.gauge());
+            .set(gauge(state));
         self.persist(row);
     }
 
     fn persist(&self, row: CircuitRow) {
-        self.writer.save_circuit(row);
+        self.store.save_circuit(row);
     }
 }
 
@@ -395,7 +362,7 @@ fn row_of(key: &ObjectKey, b: &Breaker) -> CircuitRow {
     CircuitRow {
         namespace: key.namespace.clone(),
         destination: key.name.clone(),
-        state: b.state.as_str().to_owned(),
+        state: b.state,
         consecutive_failures: b.failures,
         opened_at: b.opened_at,
         last_failure_at: b.last_failure_at,

@@ -1,36 +1,39 @@
-//! Storage: events, deliveries (the durable job queue), attempts, dedup keys and circuits.
+//! Storage: events, deliveries (the durable job queue), attempts, dedup keys, circuits and
+//! running totals, behind one interface, [`Store`], with a module per backend. Nothing
+//! outside this module holds a database pool or writes SQL.
 //!
-//! All writes go through one [`writer`] task that group-commits: requests queue up while a
-//! transaction is being committed and the next transaction takes all of them, so ingest
-//! throughput is bounded by the number of commits per second times the batch size, not by
-//! one commit per event. Reads use a separate pool (SQLite WAL lets them run beside the
-//! writer). SQL lives only in this module.
+//! Every backend keeps the same promises: an insert returns only once the event, its
+//! deliveries and its dedup key are durable; a claim leases deliveries so each goes to one
+//! worker until its lease runs out; completions recorded after a lease was lost (the delivery
+//! was retried by hand meanwhile) change nothing.
 
 pub mod model;
-pub mod read;
-pub mod writer;
+pub mod sqlite;
 
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, SqlitePool};
+use async_trait::async_trait;
 
 pub use model::*;
-pub use writer::Writer;
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database URL is not one this gateway can open.
-    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
-    UnsupportedUrl(String),
+    #[error("unsupported database URL (scheme {scheme:?}): use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl {
+        /// The URL's scheme, the only part shown (the rest may hold a password).
+        scheme: String,
+    },
     /// The database refused an operation.
     #[error("database operation failed")]
     Database(#[from] sqlx::Error),
     /// Migrations could not run.
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value is not one its type knows.
+    #[error(transparent)]
+    Unknown(#[from] UnknownValue),
     /// The writer task has stopped (the gateway is shutting down).
     #[error("the database writer has stopped")]
     WriterGone,
@@ -40,67 +43,198 @@ impl StoreError {
     /// A short label for metrics and logs.
     pub fn category(&self) -> &'static str {
         match self {
-            StoreError::UnsupportedUrl(_) => "config",
+            StoreError::UnsupportedUrl { .. } => "config",
             StoreError::Database(_) => "database",
             StoreError::Migrate(_) => "migrate",
+            StoreError::Unknown(_) => "corrupt",
             StoreError::WriterGone => "shutdown",
         }
     }
 }
 
-/// An open database: the writer handle and the read pool.
-#[derive(Clone)]
-pub struct Store {
-    /// Group-committing writer.
-    pub writer: Writer,
-    /// Pool for queries.
-    pub read: SqlitePool,
+/// An error and its causes in one line, for logs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
-/// When a SQLite commit counts as done.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SqliteSync {
-    /// The commit is fsynced before anyone hears of it: it survives power loss.
-    Full,
-    /// The commit is in the operating system's cache: it survives the gateway being killed
-    /// (even with SIGKILL), not a crash of the machine itself. Faster on slow disks.
-    Normal,
+/// The gateway's storage. Cheap to share: `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores an event with its deliveries (and claims its dedup key) in one transaction.
+    /// Returns once the transaction is durable.
+    async fn insert(
+        &self,
+        event: SharedEvent,
+        deliveries: Vec<NewDelivery>,
+        dedup: Option<DedupClaim>,
+    ) -> Result<InsertOutcome, StoreError>;
+
+    /// Records finished delivery work. May return before the write is durable: if the process
+    /// dies first, the deliveries' leases run out and they are attempted again.
+    async fn complete(&self, completions: Vec<Completion>) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` due deliveries, oldest first, leasing them until `lease_until`.
+    async fn claim(
+        &self,
+        limit: u32,
+        lease_until: i64,
+        filter: ClaimFilter,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Retries by hand. `None` when the delivery or event does not exist, else the
+    /// delivery's state afterwards (`Inflight` when it is being attempted and was left alone).
+    async fn retry(&self, request: ManualRetry) -> Result<Option<DeliveryState>, StoreError>;
+
+    /// Persists a circuit's state, in call order, without waiting.
+    fn save_circuit(&self, row: CircuitRow);
+
+    /// Deletes up to `limit` finished events received before `before` (unix ms) with their
+    /// deliveries and attempts, and expired dedup keys. Returns the events deleted.
+    async fn prune(&self, before: i64, limit: u32) -> Result<u64, StoreError>;
+
+    /// Waits until every write queued so far is committed. Used at shutdown.
+    async fn flush(&self);
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// One event by id.
+    async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Events matching `q`, newest first, at most `q.limit + 1` (the extra row tells whether
+    /// there are more).
+    async fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Events by id, in no particular order; missing ids are left out.
+    async fn events_by_ids(&self, ids: &[&str]) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Attempts matching `q`, newest first, at most `q.limit + 1`.
+    async fn attempts(&self, q: &AttemptQuery) -> Result<Vec<StoredAttempt>, StoreError>;
+
+    /// Every attempt of one event, oldest first.
+    async fn attempts_of_event(&self, event_id: &str) -> Result<Vec<StoredAttempt>, StoreError>;
+
+    /// One attempt by id.
+    async fn attempt(&self, id: &str) -> Result<Option<StoredAttempt>, StoreError>;
+
+    /// Every persisted circuit.
+    async fn circuits(&self) -> Result<Vec<CircuitRow>, StoreError>;
+
+    /// Earliest due time of a waiting delivery, if any waits (claimed deliveries whose lease
+    /// ran out count as due at their lease end).
+    async fn next_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Waiting deliveries per destination, for the queue depth gauge.
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError>;
+
+    /// Running totals of every Source and Destination that has any.
+    async fn counters(&self) -> Result<Vec<(CounterKey, Counters)>, StoreError>;
 }
 
-/// Opens (creating if needed) the database at `url`, runs migrations, returns inflight
-/// deliveries of a previous run to the queue, and starts the writer task.
-pub async fn open(url: &str, sync: SqliteSync) -> Result<Store, StoreError> {
-    let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    else {
-        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+/// A store shared by every part of the gateway.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Backend settings that only some backends use.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// When a SQLite commit counts as done.
+    pub sqlite_sync: sqlite::SqliteSync,
+}
+
+/// Opens the database at `url` (creating a SQLite file if needed), runs migrations and
+/// returns the store.
+pub async fn open(url: &str, options: Options) -> Result<SharedStore, StoreError> {
+    match scheme(url) {
+        "sqlite" => Ok(Arc::new(
+            sqlite::SqliteStore::open(url, options.sqlite_sync).await?,
+        )),
+        other => Err(StoreError::UnsupportedUrl {
+            scheme: other.to_owned(),
+        }),
+    }
+}
+
+/// The scheme of a database URL, lowercase (`postgresql` counts as `postgres`); empty when
+/// the text has none. Only the scheme is ever shown: the rest may hold a password.
+fn scheme(url: &str) -> &str {
+    let Some((s, _)) = url.split_once("://") else {
+        // `sqlite:PATH` is the one form without `//`.
+        return if url.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            ""
+        };
     };
-    let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(match sync {
-            SqliteSync::Full => SqliteSynchronous::Full,
-            SqliteSync::Normal => SqliteSynchronous::Normal,
-        })
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(false)
-        .pragma("wal_autocheckpoint", "4000")
-        .log_statements(tracing::log::LevelFilter::Trace);
-    let mut write_conn = options.clone().connect().await?;
-    sqlx::migrate!("./migrations").run(&mut write_conn).await?;
-    writer::recover(&mut write_conn).await?;
-    let read = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options.read_only(true))
-        .await?;
-    Ok(Store {
-        writer: Writer::start(write_conn).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?,
-        read,
-    })
+    if s.eq_ignore_ascii_case("sqlite") {
+        "sqlite"
+    } else if s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql") {
+        "postgres"
+    } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') {
+        s
+    } else {
+        ""
+    }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// Headers as stored: a JSON list of `[name, value]` pairs (order and repeats kept).
+fn headers_json(headers: &[(String, String)]) -> String {
+    serde_json::to_string(headers).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Headers from their stored form; unreadable text reads as none.
+fn headers_from(text: &str) -> Vec<(String, String)> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// An attempt's transport detail from its stored form.
+fn detail_from(text: Option<&str>) -> Result<AttemptDetail, StoreError> {
+    match text {
+        None => Ok(AttemptDetail::None),
+        Some(t) => serde_json::from_str(t).map_err(|_| {
+            StoreError::Unknown(UnknownValue {
+                kind: "AttemptDetail",
+                value: t.chars().take(80).collect(),
+            })
+        }),
+    }
+}
+
+/// An attempt's transport detail in its stored form (`None` for no detail).
+fn detail_json(detail: &AttemptDetail) -> Option<String> {
+    match detail {
+        AttemptDetail::None => None,
+        d => serde_json::to_string(d).ok(),
+    }
+}
+
+/// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_are_recognised_without_exposing_the_rest() {
+        assert_eq!(scheme("sqlite://x.db"), "sqlite");
+        assert_eq!(scheme("postgres://u:p@h/db"), "postgres");
+        assert_eq!(scheme("postgresql://u:p@h/db"), "postgres");
+        assert_eq!(scheme("mysql://u:secret@h/db"), "mysql");
+        assert_eq!(scheme("u:secret@h/db"), "");
+        let e = StoreError::UnsupportedUrl {
+            scheme: scheme("mysql://u:secret@h/db").to_owned(),
+        };
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
 }

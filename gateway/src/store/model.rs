@@ -1,26 +1,134 @@
-//! Rows as the rest of the gateway sees them.
+//! What the store keeps, as the rest of the gateway sees it: the states (enums that map to
+//! the database and refuse values they do not know), the rows written and read, and the
+//! requests that change them. Backend-neutral: no SQL here.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// Delivery states in the `deliveries` table.
-pub mod state {
-    /// Waiting for its due time (first attempt or a scheduled retry).
-    pub const PENDING: &str = "pending";
-    /// Claimed by a worker until its lease ends.
-    pub const INFLIGHT: &str = "inflight";
-    /// Delivered.
-    pub const SUCCEEDED: &str = "succeeded";
-    /// Retries exhausted: dead-lettered, kept and retryable.
-    pub const DEAD: &str = "dead";
-    /// Dropped because its route no longer exists; retryable.
-    pub const CANCELLED: &str = "cancelled";
+/// A value read from the database that is not one of its type's values: the database was
+/// written by an incompatible version, or by hand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {value:?} in the database")]
+pub struct UnknownValue {
+    /// The type that was read.
+    pub kind: &'static str,
+    /// The text found.
+    pub value: String,
 }
 
-/// `kind` of a Source's row in the `counters` table.
-pub const COUNTER_SOURCE: &str = "source";
-/// `kind` of a Destination's row in the `counters` table.
-pub const COUNTER_DESTINATION: &str = "destination";
+/// A state with a fixed set of values, stored as text.
+macro_rules! stored_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The stored (and API) form.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownValue;
+
+            fn from_str(text: &str) -> Result<Self, UnknownValue> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownValue { kind: stringify!($name), value: text.to_owned() }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+stored_enum! {
+    /// Where a delivery (one event to one destination) stands.
+    DeliveryState {
+        /// Waiting for its due time (first attempt or a scheduled retry).
+        Pending = "pending",
+        /// Claimed by a worker until its lease ends.
+        Inflight = "inflight",
+        /// Delivered.
+        Succeeded = "succeeded",
+        /// Retries exhausted: dead-lettered, kept and retryable.
+        Dead = "dead",
+        /// Dropped because its route no longer exists; retryable.
+        Cancelled = "cancelled",
+    }
+}
+
+stored_enum! {
+    /// An event's status, derived from its deliveries.
+    EventStatus {
+        /// Stored; no route matched.
+        Received = "received",
+        /// At least one delivery is still pending.
+        Processing = "processing",
+        /// Every delivery succeeded.
+        Delivered = "delivered",
+        /// At least one delivery was dead-lettered or cancelled.
+        Failed = "failed",
+    }
+}
+
+stored_enum! {
+    /// How one attempt went.
+    AttemptOutcome {
+        /// The destination took the delivery.
+        Success = "success",
+        /// It did not (or the payload could not be made).
+        Failed = "failed",
+    }
+}
+
+stored_enum! {
+    /// A destination's circuit breaker.
+    CircuitState {
+        /// Deliveries flow.
+        Closed = "closed",
+        /// Deliveries wait.
+        Open = "open",
+        /// One probe is out.
+        HalfOpen = "half_open",
+    }
+}
+
+stored_enum! {
+    /// Which kind of route produced a delivery.
+    RouteKind {
+        /// A Connection.
+        Connection = "connection",
+        /// A Topic subscription (the route is named `topic#index`).
+        Subscription = "subscription",
+    }
+}
+
+stored_enum! {
+    /// The kind of object a row of running totals counts for.
+    ObjectKind {
+        /// A Source: events received.
+        Source = "source",
+        /// A Destination: attempts and dead letters.
+        Destination = "destination",
+    }
+}
 
 /// Running totals of one Source or Destination.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,26 +145,17 @@ pub struct Counters {
     pub last_at: Option<i64>,
 }
 
-/// Event statuses.
-pub mod event_status {
-    /// Stored; no route matched.
-    pub const RECEIVED: &str = "received";
-    /// At least one delivery is still pending.
-    pub const PROCESSING: &str = "processing";
-    /// Every delivery succeeded.
-    pub const DELIVERED: &str = "delivered";
-    /// At least one delivery was dead-lettered or cancelled.
-    pub const FAILED: &str = "failed";
-}
+/// Whose totals a [`Counters`] row holds: kind, namespace, name.
+pub type CounterKey = (ObjectKind, String, String);
 
-/// An event to store.
+/// An event to store, as received.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
     /// `evt_` id.
     pub id: String,
     /// Source namespace.
     pub namespace: String,
-    /// Source name.
+    /// Source name (`topic:NAME` for a publish).
     pub source: String,
     /// HTTP method.
     pub method: String,
@@ -76,34 +175,6 @@ pub struct NewEvent {
     pub received_at: i64,
     /// Schema errors when the Source validates with `warn`.
     pub validation_errors: Option<serde_json::Value>,
-}
-
-/// Which route produced a delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RouteKind {
-    /// A Connection.
-    Connection,
-    /// A Topic subscription (`route` is `topic#index`).
-    Subscription,
-}
-
-impl RouteKind {
-    /// Stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Connection => "connection",
-            RouteKind::Subscription => "subscription",
-        }
-    }
-
-    /// Parses the stored form.
-    pub fn parse(text: &str) -> RouteKind {
-        if text == "subscription" {
-            RouteKind::Subscription
-        } else {
-            RouteKind::Connection
-        }
-    }
 }
 
 /// A delivery to create with an event.
@@ -164,25 +235,51 @@ pub struct Job {
     pub round_attempts: u32,
 }
 
+/// What a destination's transport returned for one attempt, beside what every attempt has.
+/// Stored as JSON tagged by `type`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AttemptDetail {
+    /// Nothing was sent (the payload could not be made) or the transport returns nothing.
+    #[default]
+    None,
+    /// An HTTP response.
+    Http {
+        /// Response status, when a response came.
+        status_code: Option<u16>,
+        /// Response headers.
+        #[serde(default)]
+        response_headers: Vec<(String, String)>,
+        /// Start of the response body.
+        response_body: Option<String>,
+    },
+}
+
+impl AttemptDetail {
+    /// The HTTP status, for transports that have one.
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            AttemptDetail::Http { status_code, .. } => *status_code,
+            AttemptDetail::None => None,
+        }
+    }
+}
+
 /// One delivery attempt's record.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct AttemptRecord {
     /// `da_` id.
     pub id: String,
     /// Attempt number, 1-based over the delivery's life.
     pub attempt_number: u32,
-    /// `success` or `failed`.
-    pub status: &'static str,
-    /// Response status, when a response came.
-    pub status_code: Option<u16>,
+    /// Success or failure.
+    pub outcome: AttemptOutcome,
     /// Why it failed.
     pub error: Option<String>,
-    /// Headers sent (secret ones redacted).
+    /// Headers (or message attributes) sent, secret ones redacted.
     pub request_headers: Vec<(String, String)>,
-    /// Headers received.
-    pub response_headers: Option<Vec<(String, String)>>,
-    /// Start of the response body.
-    pub response_body: Option<String>,
+    /// What the transport returned.
+    pub detail: AttemptDetail,
     /// Duration of the attempt.
     pub latency_ms: i64,
     /// When it was made, unix ms.
@@ -211,6 +308,19 @@ pub enum Outcome {
     Cancelled,
 }
 
+impl Outcome {
+    /// The delivery's state after this outcome, and its new due time when that changes.
+    pub fn state(&self) -> (DeliveryState, Option<i64>) {
+        match *self {
+            Outcome::Succeeded => (DeliveryState::Succeeded, None),
+            Outcome::Retry { due_at } => (DeliveryState::Pending, Some(due_at)),
+            Outcome::Dead => (DeliveryState::Dead, None),
+            Outcome::Release => (DeliveryState::Pending, None),
+            Outcome::Cancelled => (DeliveryState::Cancelled, None),
+        }
+    }
+}
+
 /// A finished piece of delivery work.
 #[derive(Clone, Debug)]
 pub struct Completion {
@@ -231,12 +341,166 @@ pub struct CircuitRow {
     pub namespace: String,
     /// Destination.
     pub destination: String,
-    /// `closed`, `open` or `half_open`.
-    pub state: String,
+    /// State.
+    pub state: CircuitState,
     /// Failures in a row.
     pub consecutive_failures: u32,
     /// When it opened, unix ms.
     pub opened_at: Option<i64>,
     /// Last failure, unix ms.
     pub last_failure_at: Option<i64>,
+}
+
+/// Which deliveries a claim may take.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimFilter {
+    /// Destinations (namespace, name) whose deliveries must wait.
+    pub exclude: Vec<(String, String)>,
+    /// Only this destination (for a circuit probe).
+    pub only: Option<(String, String)>,
+    /// Only deliveries due at or before this time (unix ms).
+    pub due_by: Option<i64>,
+}
+
+/// A request to retry deliveries by hand.
+#[derive(Clone, Debug)]
+pub enum ManualRetry {
+    /// Put one delivery back in the queue, due now, with a fresh retry budget.
+    Delivery {
+        /// The delivery id.
+        delivery_id: String,
+    },
+    /// Create new deliveries for an event (re-run through the routes).
+    Event {
+        /// The event.
+        event_id: String,
+        /// New deliveries.
+        deliveries: Vec<NewDelivery>,
+    },
+}
+
+/// A stored event.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// Position in the log (cursor key).
+    pub seq: i64,
+    /// The event as received.
+    pub event: NewEvent,
+    /// Status derived from its deliveries.
+    pub status: EventStatus,
+}
+
+/// A stored attempt.
+#[derive(Clone, Debug)]
+pub struct StoredAttempt {
+    /// Position (cursor key).
+    pub seq: i64,
+    /// Delivery it belongs to.
+    pub delivery_id: String,
+    /// Event.
+    pub event_id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Destination name.
+    pub destination: String,
+    /// Route kind.
+    pub route_kind: RouteKind,
+    /// Route name.
+    pub route: String,
+    /// The attempt.
+    pub record: AttemptRecord,
+}
+
+/// Filters for listing events; newest first by receive time.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    /// Source namespace.
+    pub namespace: Option<String>,
+    /// Source name.
+    pub source: Option<String>,
+    /// Status.
+    pub status: Option<EventStatus>,
+    /// Received at or after, unix ms.
+    pub after: Option<i64>,
+    /// Received before, unix ms.
+    pub before: Option<i64>,
+    /// Event id prefix or body text.
+    pub search: Option<String>,
+    /// Only events after this (received_at, seq) position in newest-first order (the
+    /// cursor).
+    pub after_position: Option<(i64, i64)>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// Filters for listing attempts; newest first by attempt time.
+#[derive(Clone, Debug, Default)]
+pub struct AttemptQuery {
+    /// Event.
+    pub event_id: Option<String>,
+    /// Destination namespace.
+    pub namespace: Option<String>,
+    /// Destination name.
+    pub destination: Option<String>,
+    /// Outcome.
+    pub outcome: Option<AttemptOutcome>,
+    /// Only attempts that dead-lettered their delivery.
+    pub dlq_only: bool,
+    /// Only attempts after this (attempted_at, seq) position in newest-first order (the
+    /// cursor).
+    pub after_position: Option<(i64, i64)>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// Waiting deliveries (pending or in flight) of one destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Destination namespace.
+    pub namespace: String,
+    /// Destination name.
+    pub destination: String,
+    /// Deliveries waiting or in flight.
+    pub depth: i64,
+}
+
+/// An event shared between the writer, ingest's hand-off and workers.
+pub type SharedEvent = Arc<NewEvent>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_unknown_text_is_an_error() {
+        for s in DeliveryState::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryState>(), Ok(*s));
+        }
+        for s in CircuitState::ALL {
+            assert_eq!(s.as_str().parse::<CircuitState>(), Ok(*s));
+        }
+        let err = "opened".parse::<CircuitState>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown CircuitState \"opened\" in the database"
+        );
+        assert!("".parse::<EventStatus>().is_err());
+        assert!("Connection".parse::<RouteKind>().is_err(), "case matters");
+    }
+
+    #[test]
+    fn attempt_detail_is_tagged_json() {
+        let d = AttemptDetail::Http {
+            status_code: Some(503),
+            response_headers: vec![("retry-after".into(), "1".into())],
+            response_body: Some("busy".into()),
+        };
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"http","status_code":503"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<AttemptDetail>(&text).unwrap(), d);
+        assert!(serde_json::from_str::<AttemptDetail>(r#"{"type":"carrier-pigeon"}"#).is_err());
+    }
 }

@@ -10,44 +10,17 @@ use sqlx::{Connection, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
-use super::model::{
-    event_status, state, CircuitRow, Completion, DedupClaim, InsertOutcome, Job, NewDelivery,
-    NewEvent, Outcome, RouteKind, COUNTER_DESTINATION, COUNTER_SOURCE,
+use crate::clock::now_ms;
+use crate::store::model::{
+    CircuitRow, ClaimFilter, Completion, DedupClaim, DeliveryState, EventStatus, InsertOutcome,
+    Job, ManualRetry, NewDelivery, NewEvent, ObjectKind, Outcome,
 };
-use super::{now_ms, StoreError};
+use crate::store::{detail_json, headers_json, StoreError};
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 512;
 /// Rows per multi-row INSERT, under SQLite's bound-parameter limit.
 const ROWS_PER_INSERT: usize = 400;
-
-/// Which deliveries a claim may take.
-#[derive(Clone, Debug, Default)]
-pub struct ClaimFilter {
-    /// Destinations (namespace, name) whose deliveries must wait.
-    pub exclude: Vec<(String, String)>,
-    /// Only this destination (for a circuit probe).
-    pub only: Option<(String, String)>,
-    /// Only deliveries due at or before this time (unix ms).
-    pub due_by: Option<i64>,
-}
-
-/// A request to retry deliveries by hand.
-#[derive(Clone, Debug)]
-pub enum ManualRetry {
-    /// Put one delivery back in the queue, due now, with a fresh retry budget.
-    Delivery {
-        /// The delivery id.
-        delivery_id: String,
-    },
-    /// Create new deliveries for an event (re-run through the routes).
-    Event {
-        /// The event.
-        event_id: String,
-        /// New deliveries.
-        deliveries: Vec<NewDelivery>,
-    },
-}
 
 enum Op {
     Insert {
@@ -65,7 +38,7 @@ enum Op {
     },
     Retry {
         request: ManualRetry,
-        reply: oneshot::Sender<Result<Option<String>, StoreError>>,
+        reply: oneshot::Sender<Result<Option<DeliveryState>, StoreError>>,
     },
     SaveCircuit(CircuitRow),
     Prune {
@@ -159,7 +132,7 @@ impl Writer {
 
     /// Retries by hand. Returns `None` when the delivery or event does not exist, or the
     /// new state.
-    pub async fn retry(&self, request: ManualRetry) -> Result<Option<String>, StoreError> {
+    pub async fn retry(&self, request: ManualRetry) -> Result<Option<DeliveryState>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.call(Op::Retry { request, reply }, rx).await
     }
@@ -206,8 +179,8 @@ impl Writer {
 /// safe with a single gateway per database, which is what SQLite supports.
 pub async fn recover(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
     let done = sqlx::query("UPDATE deliveries SET state = ?, lease_until = NULL WHERE state = ?")
-        .bind(state::PENDING)
-        .bind(state::INFLIGHT)
+        .bind(DeliveryState::Pending.as_str())
+        .bind(DeliveryState::Inflight.as_str())
         .execute(conn)
         .await?;
     Ok(done.rows_affected())
@@ -218,7 +191,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let ops = std::mem::take(&mut batch);
         if let Err(e) = commit_group(&mut conn, ops).await {
-            error!(error = %e, "database writer failed");
+            error!(error = %crate::store::error_chain(&e), "database writer failed");
         }
     }
 }
@@ -231,8 +204,8 @@ enum Reply {
     ),
     Claim(oneshot::Sender<Result<Vec<Job>, StoreError>>, Vec<Job>),
     Retry(
-        oneshot::Sender<Result<Option<String>, StoreError>>,
-        Option<String>,
+        oneshot::Sender<Result<Option<DeliveryState>, StoreError>>,
+        Option<DeliveryState>,
     ),
     Prune(oneshot::Sender<Result<u64, StoreError>>, u64),
 }
@@ -249,9 +222,10 @@ impl Reply {
     }
 }
 
-fn fail(op: Op, e: &sqlx::Error) {
-    warn!(error = %e, "database write failed");
-    let err = || StoreError::Database(sqlx::Error::Protocol(format!("write failed: {e}")));
+fn fail(op: Op, e: &StoreError) {
+    let cause = crate::store::error_chain(e);
+    warn!(error = %cause, "database write failed");
+    let err = || StoreError::Database(sqlx::Error::Protocol(format!("write failed: {cause}")));
     match op {
         Op::Insert { reply, .. } => drop(reply.send(Err(err()))),
         Op::Claim { reply, .. } => drop(reply.send(Err(err()))),
@@ -261,7 +235,7 @@ fn fail(op: Op, e: &sqlx::Error) {
     }
 }
 
-async fn commit_group(conn: &mut SqliteConnection, ops: Vec<Op>) -> Result<(), sqlx::Error> {
+async fn commit_group(conn: &mut SqliteConnection, ops: Vec<Op>) -> Result<(), StoreError> {
     // Fast path: everything in one transaction. Ops are moved into the transaction attempt
     // only by reference, so the slow path can replay them one by one after a failure.
     match apply_all(conn, &ops).await {
@@ -303,7 +277,7 @@ fn deliver_reply(op: Op, reply: Option<ReplyValue>) {
 enum ReplyValue {
     Insert(InsertOutcome),
     Claim(Vec<Job>),
-    Retry(Option<String>),
+    Retry(Option<DeliveryState>),
     Prune(u64),
 }
 
@@ -354,7 +328,7 @@ fn is_plain(op: &Op) -> bool {
 async fn apply_all(
     conn: &mut SqliteConnection,
     ops: &[Op],
-) -> Result<Vec<Option<ReplyValue>>, sqlx::Error> {
+) -> Result<Vec<Option<ReplyValue>>, StoreError> {
     let now = now_ms();
     if ops.iter().all(is_plain) {
         // The common case, ingest and delivery results: the whole transaction, BEGIN to
@@ -368,7 +342,7 @@ async fn apply_all(
             // The transaction is still open when a statement after BEGIN failed; when none
             // is open, ROLLBACK fails harmlessly.
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            return Err(e);
+            return Err(e.into());
         }
         return Ok(ops
             .iter()
@@ -468,10 +442,10 @@ fn push_counters<'a>(
         dead: i64,
         last_at: i64,
     }
-    let mut totals: BTreeMap<(&'static str, &'a str, &'a str), Totals> = BTreeMap::new();
+    let mut totals: BTreeMap<(ObjectKind, &'a str, &'a str), Totals> = BTreeMap::new();
     for (event, _) in events {
         let t = totals
-            .entry((COUNTER_SOURCE, &event.namespace, &event.source))
+            .entry((ObjectKind::Source, &event.namespace, &event.source))
             .or_default();
         t.received += 1;
         t.last_at = t.last_at.max(event.received_at);
@@ -479,7 +453,11 @@ fn push_counters<'a>(
     for c in completions {
         let Some(attempt) = &c.attempt else { continue };
         let t = totals
-            .entry((COUNTER_DESTINATION, &c.job.namespace, &c.job.destination))
+            .entry((
+                ObjectKind::Destination,
+                &c.job.namespace,
+                &c.job.destination,
+            ))
             .or_default();
         if matches!(c.outcome, Outcome::Succeeded) {
             t.succeeded += 1;
@@ -500,7 +478,7 @@ fn push_counters<'a>(
             "INSERT INTO counters (kind, namespace, name, received, succeeded, failed, dead_lettered, last_at) ",
         )
         .push_values(chunk, |mut row, ((kind, namespace, name), t)| {
-            row.push_bind(*kind)
+            row.push_bind(kind.as_str())
                 .push_bind(*namespace)
                 .push_bind(*name)
                 .push_bind(t.received)
@@ -574,9 +552,9 @@ fn push_events<'a>(st: &mut Statements<'a>, events: &[(&'a NewEvent, bool)]) {
                 .push_bind(&e.source_ip)
                 .push_bind(e.received_at)
                 .push_bind(if *routed {
-                    event_status::PROCESSING
+                    EventStatus::Processing.as_str()
                 } else {
-                    event_status::RECEIVED
+                    EventStatus::Received.as_str()
                 })
                 .push_bind(e.validation_errors.as_ref().map(|v| v.to_string()));
         });
@@ -600,9 +578,9 @@ fn push_deliveries<'a>(
                 .push_bind(d.route_kind.as_str())
                 .push_bind(&d.route)
                 .push_bind(if d.lease_until.is_some() {
-                    state::INFLIGHT
+                    DeliveryState::Inflight.as_str()
                 } else {
-                    state::PENDING
+                    DeliveryState::Pending.as_str()
                 })
                 .push_bind(now)
                 .push_bind(d.lease_until)
@@ -612,30 +590,25 @@ fn push_deliveries<'a>(
     }
 }
 
-/// Serializes headers as a JSON list of `[name, value]` pairs (order and repeats kept).
-pub fn headers_json(headers: &[(String, String)]) -> String {
-    serde_json::to_string(headers).unwrap_or_else(|_| "[]".to_owned())
-}
-
 async fn claim(
     tx: &mut SqliteConnection,
     limit: u32,
     lease_until: i64,
     filter: &ClaimFilter,
     now: i64,
-) -> Result<Vec<Job>, sqlx::Error> {
+) -> Result<Vec<Job>, StoreError> {
     let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("UPDATE deliveries SET state = ");
-    qb.push_bind(state::INFLIGHT)
+    qb.push_bind(DeliveryState::Inflight.as_str())
         .push(", lease_until = ")
         .push_bind(lease_until)
         .push(", updated_at = ")
         .push_bind(now)
         .push(" WHERE seq IN (SELECT seq FROM deliveries WHERE ((state = ")
-        .push_bind(state::PENDING)
+        .push_bind(DeliveryState::Pending.as_str())
         .push(" AND due_at <= ")
         .push_bind(now)
         .push(") OR (state = ")
-        .push_bind(state::INFLIGHT)
+        .push_bind(DeliveryState::Inflight.as_str())
         .push(" AND lease_until < ")
         .push_bind(now)
         .push("))");
@@ -666,20 +639,10 @@ async fn claim(
             Ok((
                 r.try_get::<i64, _>("due_at")?,
                 r.try_get::<i64, _>("seq")?,
-                Job {
-                    delivery_id: r.try_get("id")?,
-                    event_id: r.try_get("event_id")?,
-                    namespace: r.try_get("namespace")?,
-                    destination: r.try_get("destination")?,
-                    route_kind: RouteKind::parse(r.try_get("route_kind")?),
-                    route: r.try_get("route")?,
-                    attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                    round_attempts: u32::try_from(r.try_get::<i64, _>("round_attempts")?)
-                        .unwrap_or(0),
-                },
+                super::read::job_from(r)?,
             ))
         })
-        .collect::<Result<_, sqlx::Error>>()?;
+        .collect::<Result<_, StoreError>>()?;
     // RETURNING gives no order guarantee; workers start deliveries oldest first.
     jobs.sort_by_key(|(due, seq, _)| (*due, *seq));
     Ok(jobs.into_iter().map(|(_, _, j)| j).collect())
@@ -696,7 +659,7 @@ fn push_completions<'a>(st: &mut Statements<'a>, completions: &[&'a Completion],
         .collect();
     for chunk in attempts.chunks(ROWS_PER_INSERT / 2) {
         st.next(
-            "INSERT INTO attempts (id, delivery_id, event_id, namespace, destination, route_kind, route, attempt_number, status, status_code, error, request_headers, response_headers, response_body, latency_ms, attempted_at, next_retry_at, is_dlq) ",
+            "INSERT INTO attempts (id, delivery_id, event_id, namespace, destination, route_kind, route, attempt_number, status, error, request_headers, detail, latency_ms, attempted_at, next_retry_at, is_dlq) ",
         )
         .push_values(chunk, |mut row, c| {
             if let Some(a) = &c.attempt {
@@ -708,12 +671,10 @@ fn push_completions<'a>(st: &mut Statements<'a>, completions: &[&'a Completion],
                     .push_bind(c.job.route_kind.as_str())
                     .push_bind(&c.job.route)
                     .push_bind(i64::from(a.attempt_number))
-                    .push_bind(a.status)
-                    .push_bind(a.status_code.map(i64::from))
+                    .push_bind(a.outcome.as_str())
                     .push_bind(&a.error)
                     .push_bind(headers_json(&a.request_headers))
-                    .push_bind(a.response_headers.as_deref().map(headers_json))
-                    .push_bind(&a.response_body)
+                    .push_bind(detail_json(&a.detail))
                     .push_bind(a.latency_ms)
                     .push_bind(a.attempted_at)
                     .push_bind(a.next_retry_at)
@@ -726,15 +687,9 @@ fn push_completions<'a>(st: &mut Statements<'a>, completions: &[&'a Completion],
     for chunk in completions.chunks(ROWS_PER_INSERT / 2) {
         let qb = st.next("WITH v(id, state, due_at, attempted, error) AS (");
         qb.push_values(chunk, |mut row, c| {
-            let (new_state, due_at) = match c.outcome {
-                Outcome::Succeeded => (state::SUCCEEDED, None),
-                Outcome::Retry { due_at } => (state::PENDING, Some(due_at)),
-                Outcome::Dead => (state::DEAD, None),
-                Outcome::Release => (state::PENDING, None),
-                Outcome::Cancelled => (state::CANCELLED, None),
-            };
+            let (new_state, due_at) = c.outcome.state();
             row.push_bind(&c.job.delivery_id)
-                .push_bind(new_state)
+                .push_bind(new_state.as_str())
                 .push_bind(due_at)
                 .push_bind(i64::from(c.attempt.is_some()))
                 .push_bind(&c.error);
@@ -749,7 +704,7 @@ fn push_completions<'a>(st: &mut Statements<'a>, completions: &[&'a Completion],
         )
         .push_bind(now)
         .push(" FROM v WHERE deliveries.id = v.id AND deliveries.state = ")
-        .push_bind(state::INFLIGHT);
+        .push_bind(DeliveryState::Inflight.as_str());
     }
     let mut event_ids: Vec<&'a str> = completions
         .iter()
@@ -771,18 +726,32 @@ async fn refresh_event_status(
     st.execute(tx).await
 }
 
-/// Derives each event's status from its deliveries.
-fn push_event_statuses<'a>(st: &mut Statements<'a>, event_ids: &[&'a str]) {
-    let qb = st.next(
+/// Derives an event's status from its deliveries; the statement continues with a list of
+/// event ids and `)`.
+static EVENT_STATUS_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
         "UPDATE events SET status = COALESCE((
              SELECT CASE
-                 WHEN COUNT(*) = 0 THEN 'received'
-                 WHEN SUM(state IN ('pending', 'inflight')) > 0 THEN 'processing'
-                 WHEN SUM(state IN ('dead', 'cancelled')) > 0 THEN 'failed'
-                 ELSE 'delivered' END
-             FROM deliveries WHERE deliveries.event_id = events.id), 'received')
+                 WHEN COUNT(*) = 0 THEN '{received}'
+                 WHEN SUM(state IN ('{pending}', '{inflight}')) > 0 THEN '{processing}'
+                 WHEN SUM(state IN ('{dead}', '{cancelled}')) > 0 THEN '{failed}'
+                 ELSE '{delivered}' END
+             FROM deliveries WHERE deliveries.event_id = events.id), '{received}')
          WHERE id IN (",
-    );
+        received = EventStatus::Received,
+        processing = EventStatus::Processing,
+        failed = EventStatus::Failed,
+        delivered = EventStatus::Delivered,
+        pending = DeliveryState::Pending,
+        inflight = DeliveryState::Inflight,
+        dead = DeliveryState::Dead,
+        cancelled = DeliveryState::Cancelled,
+    )
+});
+
+/// Derives each event's status from its deliveries.
+fn push_event_statuses<'a>(st: &mut Statements<'a>, event_ids: &[&'a str]) {
+    let qb = st.next(&EVENT_STATUS_UPDATE);
     let mut list = qb.separated(", ");
     for id in event_ids {
         list.push_bind(*id);
@@ -794,7 +763,7 @@ async fn manual_retry(
     tx: &mut SqliteConnection,
     request: &ManualRetry,
     now: i64,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<DeliveryState>, StoreError> {
     match request {
         ManualRetry::Delivery { delivery_id } => {
             let row = sqlx::query("SELECT event_id, state FROM deliveries WHERE id = ?")
@@ -802,22 +771,22 @@ async fn manual_retry(
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else { return Ok(None) };
-            let current: String = row.try_get("state")?;
-            if current == state::INFLIGHT {
+            let current: DeliveryState = row.try_get::<&str, _>("state")?.parse()?;
+            if current == DeliveryState::Inflight {
                 return Ok(Some(current));
             }
             let event_id: String = row.try_get("event_id")?;
             sqlx::query(
                 "UPDATE deliveries SET state = ?, due_at = ?, lease_until = NULL, round_attempts = 0, updated_at = ? WHERE id = ?",
             )
-            .bind(state::PENDING)
+            .bind(DeliveryState::Pending.as_str())
             .bind(now)
             .bind(now)
             .bind(delivery_id)
             .execute(&mut *tx)
             .await?;
             refresh_event_status(tx, &event_id).await?;
-            Ok(Some(state::PENDING.to_owned()))
+            Ok(Some(DeliveryState::Pending))
         }
         ManualRetry::Event {
             event_id,
@@ -840,7 +809,7 @@ async fn manual_retry(
                 .bind(&d.destination)
                 .bind(d.route_kind.as_str())
                 .bind(&d.route)
-                .bind(state::PENDING)
+                .bind(DeliveryState::Pending.as_str())
                 .bind(now)
                 .bind(now)
                 .bind(now)
@@ -848,7 +817,7 @@ async fn manual_retry(
                 .await?;
             }
             refresh_event_status(tx, event_id).await?;
-            Ok(Some(state::PENDING.to_owned()))
+            Ok(Some(DeliveryState::Pending))
         }
     }
 }
@@ -861,7 +830,7 @@ fn push_circuit<'a>(st: &mut Statements<'a>, row: &'a CircuitRow) {
     .push(", ")
     .push_bind(&row.destination)
     .push(", ")
-    .push_bind(&row.state)
+    .push_bind(row.state.as_str())
     .push(", ")
     .push_bind(i64::from(row.consecutive_failures))
     .push(", ")
@@ -887,10 +856,12 @@ async fn prune(
     // Events whose deliveries are all finished; an event still being delivered is kept.
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM events WHERE received_at < ? AND NOT EXISTS (
-             SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.state IN ('pending', 'inflight'))
+             SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.state IN (?, ?))
          ORDER BY received_at LIMIT ?",
     )
     .bind(before)
+    .bind(DeliveryState::Pending.as_str())
+    .bind(DeliveryState::Inflight.as_str())
     .bind(i64::from(limit))
     .fetch_all(&mut *tx)
     .await?;

@@ -1,13 +1,18 @@
-//! One HTTP delivery attempt: build the request, send it on the shared keep-alive client,
-//! and describe what came back.
+//! The `http` destination type: build the request (hookstream's headers, the destination's
+//! static and secret headers, the signature), send it on the shared keep-alive client, and
+//! describe what came back.
 
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use hookstream_crds::config::{HttpConfig, SigningConfig};
+use hookstream_crds::config::{DestinationConfig, HttpConfig, SigningConfig};
 use hookstream_crds::v1alpha1::{SigningAlgorithm, SigningScheme};
+
+use super::{Headers, Message, Provider, ProviderError, Sent};
+use crate::store::AttemptDetail;
 
 /// Most response body bytes kept with an attempt.
 const RESPONSE_BODY_LIMIT: usize = 16 * 1024;
@@ -16,12 +21,69 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Shown instead of a header value that came from a Secret.
 pub const REDACTED: &str = "[redacted]";
 
-/// Header name and value pairs, in sending order.
-pub type Headers = Vec<(String, String)>;
+/// Delivers to HTTP(S) endpoints on one keep-alive client. Redirects are not followed: a
+/// redirect is the destination's answer, recorded as a failure.
+pub struct HttpProvider {
+    client: reqwest::Client,
+}
+
+impl HttpProvider {
+    /// Builds the shared client.
+    pub fn new() -> Result<HttpProvider, ProviderError> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .user_agent(concat!("hookstream/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ProviderError {
+                kind: "http",
+                message: e.to_string(),
+            })?;
+        Ok(HttpProvider { client })
+    }
+}
+
+#[async_trait]
+impl Provider for HttpProvider {
+    async fn deliver(&self, destination: &DestinationConfig, message: Message<'_>) -> Sent {
+        let Some(http) = &destination.http else {
+            return Sent {
+                permanent: true,
+                error: Some("destination has no http settings".to_owned()),
+                ..Sent::default()
+            };
+        };
+        let (headers, shown) = request_headers(
+            http,
+            destination.signing.as_ref(),
+            &message.event.id,
+            message.attempt,
+            message.timestamp,
+            message.payload.content_type.as_deref(),
+            &message.payload.body,
+        );
+        let response = send(&self.client, http, &headers, message.payload.body).await;
+        Sent {
+            success: response.succeeded(),
+            permanent: false,
+            error: response.error,
+            request_headers: shown,
+            detail: AttemptDetail::Http {
+                status_code: response.status,
+                response_headers: response.headers.unwrap_or_default(),
+                response_body: response.body,
+            },
+            retry_after: response.retry_after,
+            latency: response.latency,
+        }
+    }
+}
 
 /// What an attempt produced.
 #[derive(Debug, Default)]
-pub struct Response {
+struct Response {
     /// Status, when a response came.
     pub status: Option<u16>,
     /// Response headers.
@@ -38,7 +100,7 @@ pub struct Response {
 
 impl Response {
     /// A 2xx response.
-    pub fn succeeded(&self) -> bool {
+    fn succeeded(&self) -> bool {
         self.status.is_some_and(|s| (200..300).contains(&s))
     }
 }
@@ -150,7 +212,7 @@ fn hmac<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> 
 }
 
 /// Sends one request and waits at most the destination's timeout for the whole response.
-pub async fn send(
+async fn send(
     client: &reqwest::Client,
     http: &HttpConfig,
     headers: &[(String, String)],

@@ -1,0 +1,97 @@
+//! Destination types, one module each behind one trait, [`Provider`]: a provider sends one
+//! message and says what came of it. Retries, the circuit breaker, dead-lettering, attempt
+//! records and status are the same for every type and live outside this module.
+//!
+//! Adding a type is a module here plus its line in [`Providers::for_destination`].
+
+pub mod http;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hookstream_crds::config::DestinationConfig;
+use hookstream_crds::v1alpha1::DestinationType;
+
+use crate::pipeline::transform::Payload;
+use crate::store::{AttemptDetail, NewEvent};
+
+/// Header (or message attribute) name and value pairs, in sending order.
+pub type Headers = Vec<(String, String)>;
+
+/// One message to send.
+pub struct Message<'a> {
+    /// The event it carries.
+    pub event: &'a NewEvent,
+    /// What to send.
+    pub payload: Payload,
+    /// Attempt number, 1-based over the delivery's life.
+    pub attempt: u32,
+    /// Send time, unix seconds (signed into the message where the type signs).
+    pub timestamp: i64,
+}
+
+/// What came of sending a message.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// The destination took it.
+    pub success: bool,
+    /// The failure cannot go away by retrying (no such queue, access denied, too large): the
+    /// delivery is dead-lettered at once.
+    pub permanent: bool,
+    /// Why it failed, in words, without secrets.
+    pub error: Option<String>,
+    /// What was sent beside the body, secret values redacted.
+    pub request_headers: Headers,
+    /// What the transport returned.
+    pub detail: AttemptDetail,
+    /// A delay the destination asked for before the next attempt.
+    pub retry_after: Option<Duration>,
+    /// Time taken.
+    pub latency: Duration,
+}
+
+/// A destination type.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Sends `message` to `destination`, waiting at most the destination's timeout.
+    async fn deliver(&self, destination: &DestinationConfig, message: Message<'_>) -> Sent;
+}
+
+/// The provider of every destination type this gateway delivers to; connections and clients
+/// are shared by every destination of a type.
+pub struct Providers {
+    http: http::HttpProvider,
+}
+
+/// A provider could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the {kind} destination provider: {message}")]
+pub struct ProviderError {
+    /// Destination type.
+    pub kind: &'static str,
+    /// Why.
+    pub message: String,
+}
+
+impl Providers {
+    /// Sets up every provider.
+    pub fn new() -> Result<Providers, ProviderError> {
+        Ok(Providers {
+            http: http::HttpProvider::new()?,
+        })
+    }
+
+    /// The provider of `destination`'s type, or why there is none.
+    pub fn for_destination(
+        &self,
+        destination: &DestinationConfig,
+    ) -> Result<&dyn Provider, String> {
+        match destination.kind {
+            DestinationType::Http => Ok(&self.http),
+            other => Err(format!(
+                "destination type {} is not supported by this gateway",
+                other.as_str()
+            )),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! One delivery attempt: look the route and destination up in the current config, ask the
+//! circuit, make the payload, send it through the destination's provider, and record what
+//! happened (attempt, retry schedule or dead letter, circuit, metrics).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookstream_crds::config::{DestinationConfig, ObjectKey};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, warn, Instrument};
+
+use super::circuit::Decision;
+use super::provider::{Message, Sent};
+use super::schedule::{self, Next};
+use super::{destination_of, Shared, Work, IDLE_POLL};
+use crate::clock::now_ms;
+use crate::config::{Route, RuntimeConfig};
+use crate::ids;
+use crate::pipeline::transform;
+use crate::store::{AttemptOutcome, AttemptRecord, Completion, Job, Outcome};
+
+/// Runs one delivery attempt and records its outcome.
+pub(super) async fn attempt(shared: Arc<Shared>, work: Work, _permit: OwnedSemaphorePermit) {
+    let span = tracing::info_span!(
+        "delivery",
+        event_id = %work.job.event_id,
+        destination = %format!("{}/{}", work.job.namespace, work.job.destination),
+        attempt = work.job.attempts + 1
+    );
+    let key = destination_of(&work.job);
+    let delivery_id = work.job.delivery_id.clone();
+    let completion = run(&shared, work).instrument(span).await;
+    let retry_at = match completion.outcome {
+        Outcome::Retry { due_at } => Some(due_at),
+        _ => None,
+    };
+    if shared.store.complete(vec![completion]).await.is_err() {
+        // Shutting down: the claim expires and the delivery is attempted again.
+        debug!("attempt not recorded: the store's writer stopped");
+    }
+    if shared.circuits.finished(&key, &delivery_id) {
+        shared.wake.notify_one();
+    }
+    // A retry due before the dispatcher's next regular look would otherwise be late by up to
+    // IDLE_POLL: wake the dispatcher when it falls due. Later retries are seen by that look.
+    if let Some(due_at) = retry_at {
+        let delay = u64::try_from(due_at.saturating_sub(now_ms())).unwrap_or(0);
+        if delay < IDLE_POLL.as_millis() as u64 {
+            let wake = shared.wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                wake.notify_one();
+            });
+        }
+    }
+}
+
+/// A completion that records no attempt.
+fn unattempted(job: Job, outcome: Outcome, error: Option<String>) -> Completion {
+    Completion {
+        job,
+        attempt: None,
+        outcome,
+        error,
+    }
+}
+
+async fn run(shared: &Shared, work: Work) -> Completion {
+    let Work { job, event } = work;
+    let config = shared.config.borrow().clone();
+    let dest_key = destination_of(&job);
+    let route = route_of(&config, &job);
+    let Some(destination) = config.destinations.get(&dest_key).cloned() else {
+        let error = "destination was removed before delivery; retry the event to route it again";
+        return unattempted(job, Outcome::Cancelled, Some(error.to_owned()));
+    };
+    let Some(route) = route else {
+        let error = format!(
+            "{} was removed before delivery; retry the event to route it again",
+            job.route_kind
+        );
+        return unattempted(job, Outcome::Cancelled, Some(error));
+    };
+    let now = now_ms();
+    let was_probe = match shared.circuits.decide(&dest_key, &destination.circuit, now) {
+        Decision::Wait => return unattempted(job, Outcome::Release, None),
+        Decision::Probe => true,
+        Decision::Allow => false,
+    };
+    let attempt_number = job.attempts + 1;
+    let payload = match transform::payload(&route, &event, shared.limits, &shared.metrics).await {
+        Ok(p) => p,
+        Err(error) => {
+            // The destination was not contacted: this says nothing about its health.
+            if was_probe {
+                shared.circuits.release_probe(&dest_key);
+            }
+            count_attempt(shared, &dest_key, false, None);
+            let sent = Sent {
+                error: Some(error),
+                ..Sent::default()
+            };
+            return finish(shared, job, &destination, sent, now);
+        }
+    };
+    let provider = match shared.providers.for_destination(&destination) {
+        Ok(p) => p,
+        Err(error) => return unattempted(job, Outcome::Cancelled, Some(error)),
+    };
+    let message = Message {
+        event: &event,
+        payload,
+        attempt: attempt_number,
+        timestamp: now / 1000,
+    };
+    let sent = provider.deliver(&destination, message).await;
+    shared.circuits.record(
+        &dest_key,
+        &destination.circuit,
+        sent.success,
+        was_probe,
+        now_ms(),
+    );
+    count_attempt(shared, &dest_key, sent.success, Some(sent.latency));
+    finish(shared, job, &destination, sent, now)
+}
+
+fn count_attempt(shared: &Shared, key: &ObjectKey, success: bool, latency: Option<Duration>) {
+    let label = key.to_string();
+    let result = if success { "success" } else { "failure" };
+    shared
+        .metrics
+        .delivery_attempts
+        .with_label_values(&[label.as_str(), result])
+        .inc();
+    if let Some(latency) = latency {
+        shared
+            .metrics
+            .delivery_duration
+            .with_label_values(&[&label])
+            .observe(latency.as_secs_f64());
+    }
+}
+
+/// The attempt's record and the delivery's new state: delivered, a retry, or a dead letter.
+fn finish(
+    shared: &Shared,
+    job: Job,
+    destination: &DestinationConfig,
+    sent: Sent,
+    attempted_at: i64,
+) -> Completion {
+    let mut record = AttemptRecord {
+        id: ids::attempt(),
+        attempt_number: job.attempts + 1,
+        outcome: if sent.success {
+            AttemptOutcome::Success
+        } else {
+            AttemptOutcome::Failed
+        },
+        error: sent.error,
+        request_headers: sent.request_headers,
+        detail: sent.detail,
+        latency_ms: i64::try_from(sent.latency.as_millis()).unwrap_or(i64::MAX),
+        attempted_at,
+        next_retry_at: None,
+        is_dlq: false,
+    };
+    if sent.success {
+        return Completion {
+            job,
+            attempt: Some(record),
+            outcome: Outcome::Succeeded,
+            error: None,
+        };
+    }
+    let error = record.error.clone();
+    let round = job.round_attempts + 1;
+    let next = schedule::after_failure(
+        &destination.retry,
+        round,
+        sent.permanent,
+        sent.retry_after,
+        now_ms(),
+    );
+    let outcome = match next {
+        Next::Retry { due_at } => {
+            record.next_retry_at = Some(due_at);
+            Outcome::Retry { due_at }
+        }
+        Next::DeadLetter => {
+            record.is_dlq = true;
+            shared
+                .metrics
+                .dead_lettered
+                .with_label_values(&[&destination.key.to_string()])
+                .inc();
+            warn!(
+                attempts = record.attempt_number,
+                permanent = sent.permanent,
+                "delivery dead-lettered"
+            );
+            Outcome::Dead
+        }
+    };
+    Completion {
+        job,
+        attempt: Some(record),
+        outcome,
+        error,
+    }
+}
+
+/// The route a job goes along in `config`.
+fn route_of(config: &RuntimeConfig, job: &Job) -> Option<Arc<Route>> {
+    config
+        .routes
+        .get(&(job.namespace.clone(), job.route_kind, job.route.clone()))
+        .cloned()
+}

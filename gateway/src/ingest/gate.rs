@@ -1,0 +1,69 @@
+//! The gate in front of verification: the client address (IP filters), the Source's request
+//! rate, and the body size, each refused before any more work is done.
+
+use std::net::IpAddr;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::{ipfilter, Rejection};
+use crate::config::RuntimeSource;
+
+/// Refuses a client address the Source's IP filter does not allow.
+pub fn check_address(source: &RuntimeSource, client: IpAddr) -> Result<(), Rejection> {
+    match &source.config.ip_filter {
+        Some(filter) if !ipfilter::is_allowed(filter, client) => Err(Rejection::Forbidden {
+            client,
+            source: source.config.key.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Takes one request from the Source's rate limit, or says how long to wait.
+pub fn check_rate(source: &RuntimeSource) -> Result<(), Rejection> {
+    let (Some(limiter), Some(rate)) = (&source.limiter, source.config.rate_limit) else {
+        return Ok(());
+    };
+    let Err(not_until) = limiter.check() else {
+        return Ok(());
+    };
+    let wait = not_until.wait_time_from(governor::clock::Clock::now(
+        &governor::clock::DefaultClock::default(),
+    ));
+    Err(Rejection::RateLimited {
+        source: source.config.key.clone(),
+        per_second: rate.per_second,
+        retry_in_seconds: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+    })
+}
+
+/// Reads the body, refusing one larger than the Source's limit (or the gateway's, whichever
+/// is lower) before reading it when `Content-Length` says so, else as soon as it grows past.
+pub async fn read_body(
+    source: &RuntimeSource,
+    gateway_limit: u64,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Rejection> {
+    let limit = source
+        .config
+        .max_body_bytes
+        .map_or(gateway_limit, |l| l.min(gateway_limit));
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let too_large = || Rejection::TooLarge {
+        source: source.config.key.clone(),
+        limit,
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
