@@ -1,7 +1,10 @@
 //! Runs the official JSONata test suite through this crate's public API.
 //!
-//! The suite lives outside the project, at `shared/conformance/jsonata` beside
-//! the checkout (`/work/shared/...` for `/work/main`). Case format: see
+//! The suite lives outside the project: the folder named by the environment
+//! variable `HOOKSTREAM_JSONATA_SUITE`, or else `shared/conformance/jsonata`
+//! beside the checkout (`/work/shared/...` for `/work/main`). Without it the
+//! test prints one line saying it skipped the suite and how to provide it, and
+//! passes: a missing suite says nothing about the code. Case format: see
 //! `TESTSUITE.md` there. Each `groups/<group>/*.json` file holds one case or an
 //! array of cases; the expression is `expr` or the file named by `expr-file`;
 //! the input is `data`, or the dataset named by `dataset` (`null`: no input);
@@ -11,16 +14,27 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hookstream_transform::{EvalError, Expression, Limits};
 use serde_json::Value;
 
-const SUITE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/conformance/jsonata"
-);
+/// Environment variable naming the suite's folder; it overrides [`DEFAULT_SUITE`].
+const SUITE_ENV: &str = "HOOKSTREAM_JSONATA_SUITE";
+
+/// Where the suite is looked for without [`SUITE_ENV`], relative to this crate.
+const DEFAULT_SUITE: &str = "../../shared/conformance/jsonata";
+
+/// The suite's folder, resolved when the test runs: `HOOKSTREAM_JSONATA_SUITE`
+/// if set and not empty, else [`DEFAULT_SUITE`] under this crate's directory.
+fn suite_root() -> PathBuf {
+    match std::env::var_os(SUITE_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_SUITE),
+    }
+}
 
 /// Measured through the public API: 1,677 passed, 7 failed, 2 not loadable
 /// (of 1,686). The engine alone was measured at 1,680 with a throwaway
@@ -82,13 +96,24 @@ struct Tally {
 
 #[test]
 fn official_jsonata_suite() {
-    let root = PathBuf::from(SUITE);
+    let root = suite_root();
+    if !root.is_dir() {
+        // Straight to stderr rather than through `println!`, so that the line
+        // shows even when the test harness captures output.
+        let _ = writeln!(
+            std::io::stderr(),
+            "jsonata conformance: SKIPPED, suite not found at {}; to run it, set \
+             {SUITE_ENV} to its folder or place it at ../shared/conformance/jsonata \
+             beside the checkout",
+            root.display()
+        );
+        return;
+    }
     let groups = root.join("groups");
     assert!(
         groups.is_dir(),
-        "the JSONata conformance suite is missing: expected it at {} \
-         (shared/conformance/jsonata beside the project root)",
-        groups.display()
+        "{} is not the JSONata conformance suite: it has no groups/ folder",
+        root.display()
     );
     let datasets = load_datasets(&root.join("datasets"));
 
