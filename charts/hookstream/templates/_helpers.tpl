@@ -76,11 +76,47 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* Whether the gateway's database is SQLite (a URL from a Secret is taken to be PostgreSQL). */}}
+{{/*
+The gateway's database: "postgres" when database.existingSecret is set (its URL is taken to be
+postgres:// or postgresql://) or database.url starts with postgres:// or postgresql://,
+"sqlite" when database.url starts with sqlite://; any other URL is refused.
+*/}}
+{{- define "hookstream.database.kind" -}}
+{{- $url := .Values.database.url | default "" | trim -}}
+{{- if .Values.database.existingSecret -}}
+postgres
+{{- else if or (hasPrefix "postgres://" $url) (hasPrefix "postgresql://" $url) -}}
+postgres
+{{- else if hasPrefix "sqlite://" $url -}}
+sqlite
+{{- else -}}
+{{- fail (printf "database.url %q is not a database URL the gateway accepts: use sqlite://PATH (one replica, on the persistent volume at /data), postgres://... or postgresql://..., or set database.existingSecret to a Secret holding a PostgreSQL URL" $url) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the gateway's database is SQLite: "true" or empty. */}}
 {{- define "hookstream.database.isSqlite" -}}
-{{- if and (not .Values.database.existingSecret) (hasPrefix "sqlite:" .Values.database.url) -}}
+{{- if eq (include "hookstream.database.kind" .) "sqlite" -}}
 true
 {{- end -}}
+{{- end -}}
+
+{{/*
+A duration as the gateway writes it (500ms, 30s, 5m, 1h30m, 1d) in whole milliseconds. Call
+with (dict "value" "25s" "name" "gateway.shutdownGrace"); refuses anything else by name.
+*/}}
+{{- define "hookstream.durationMillis" -}}
+{{- $text := .value | toString | nospace -}}
+{{- if not (regexMatch "^([0-9]+(ms|s|m|h|d))+$" $text) -}}
+{{- fail (printf "%s %q is not a duration: write it like 25s, 1m or 1m30s" .name (.value | toString)) -}}
+{{- end -}}
+{{- $units := dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000 -}}
+{{- $total := 0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d)" $text -1 -}}
+{{- $unit := regexFind "(ms|s|m|h|d)$" . -}}
+{{- $total = add $total (mul (atoi (trimSuffix $unit .)) (get $units $unit)) -}}
+{{- end -}}
+{{- $total -}}
 {{- end -}}
 
 {{- define "hookstream.database.claimName" -}}
