@@ -30,6 +30,11 @@ pub fn attempt() -> String {
     make("da_")
 }
 
+/// A new replica id, `rep_…`: one per gateway process, in the claims it holds.
+pub fn replica() -> String {
+    make("rep_")
+}
+
 /// A new request id, `req_…`.
 pub fn request() -> String {
     make("req_")

@@ -8,6 +8,7 @@
 //! was retried by hand meanwhile) change nothing.
 
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -148,13 +149,14 @@ pub struct Options {
     pub sqlite_sync: sqlite::SqliteSync,
 }
 
-/// Opens the database at `url` (creating a SQLite file if needed), runs migrations and
-/// returns the store.
+/// Opens the database at `url` (creating a SQLite file if needed, connecting to
+/// PostgreSQL), runs migrations and returns the store.
 pub async fn open(url: &str, options: Options) -> Result<SharedStore, StoreError> {
     match scheme(url) {
         "sqlite" => Ok(Arc::new(
             sqlite::SqliteStore::open(url, options.sqlite_sync).await?,
         )),
+        "postgres" => Ok(Arc::new(postgres::PgStore::open(url).await?)),
         other => Err(StoreError::UnsupportedUrl {
             scheme: other.to_owned(),
         }),

@@ -1,5 +1,9 @@
 //! Test harness: a real gateway process on a port of its own with its own manifests folder and
-//! SQLite file, and real HTTP receivers that record what they get and answer as scripted.
+//! database, and real HTTP receivers that record what they get and answer as scripted.
+//!
+//! The database is a SQLite file in the gateway's folder, or, when `HOOKSTREAM_TEST_POSTGRES`
+//! holds the URL of a PostgreSQL server (`scripts/pg-up` starts one), a new database of its
+//! own on that server: the same tests run against both backends.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -25,6 +29,33 @@ pub struct Gateway {
     port: u16,
     extra_args: Vec<String>,
     http: reqwest::Client,
+    /// The `--database` URL.
+    pub database: String,
+}
+
+/// The PostgreSQL server the tests run against, when they do.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("HOOKSTREAM_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// A database for a new gateway: a SQLite file in `dir`, or a new PostgreSQL database.
+pub async fn new_database(dir: &std::path::Path) -> String {
+    let Some(server) = postgres_server() else {
+        return format!("sqlite://{}", dir.join("hookstream.db").display());
+    };
+    use sqlx::{Connection, Executor};
+    let name = format!("hs_test_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&server)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create a test database");
+    let mut url = url::Url::parse(&server).expect("HOOKSTREAM_TEST_POSTGRES is a URL");
+    url.set_path(&name);
+    url.to_string()
 }
 
 impl Gateway {
@@ -41,9 +72,51 @@ impl Gateway {
         let mut gw = Gateway {
             child: None,
             base: String::new(),
+            database: new_database(dir.path()).await,
             dir,
             port: 0,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            http: reqwest::Client::new(),
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    /// Starts another replica of `self`: its own folder and port, the same manifests and the
+    /// same database (PostgreSQL only: a SQLite file serves one process).
+    pub async fn start_replica(&self, extra_args: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        std::fs::copy(
+            self.manifests_dir().join("main.yaml"),
+            dir.path().join("manifests/main.yaml"),
+        )
+        .unwrap();
+        let mut gw = Gateway {
+            child: None,
+            base: String::new(),
+            database: self.database.clone(),
+            dir,
+            port: 0,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            http: reqwest::Client::new(),
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    /// Starts a gateway on `manifests` and the database at `database`.
+    pub async fn start_on(manifests: &str, database: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        std::fs::write(dir.path().join("manifests/main.yaml"), manifests).unwrap();
+        let mut gw = Gateway {
+            child: None,
+            base: String::new(),
+            database: database.to_owned(),
+            dir,
+            port: 0,
+            extra_args: Vec::new(),
             http: reqwest::Client::new(),
         };
         gw.spawn().await;
@@ -67,10 +140,7 @@ impl Gateway {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--database")
-            .arg(format!(
-                "sqlite://{}",
-                self.dir.path().join("hookstream.db").display()
-            ))
+            .arg(&self.database)
             .args(&self.extra_args)
             .env("HOOKSTREAM_API_KEYS", API_KEY)
             .env("RUST_LOG", "info,hookstream_gateway=debug")
@@ -283,6 +353,7 @@ impl Gateway {
         let mut gw = Gateway {
             child: None,
             base: String::new(),
+            database: new_database(dir.path()).await,
             dir,
             port: 0,
             extra_args: Vec::new(),

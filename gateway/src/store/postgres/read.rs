@@ -1,0 +1,240 @@
+//! PostgreSQL queries on the pool: events and attempts for the management API, circuits,
+//! totals and queue depths.
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use crate::store::model::{
+    AttemptQuery, AttemptRecord, CircuitRow, CounterKey, Counters, DeliveryState, EventQuery,
+    NewEvent, QueueDepth, StoredAttempt, StoredEvent,
+};
+use crate::store::{detail_from, headers_from, StoreError};
+
+fn count(r: &PgRow, column: &str) -> Result<u32, StoreError> {
+    Ok(u32::try_from(r.try_get::<i64, _>(column)?).unwrap_or(0))
+}
+
+fn event_from(r: &PgRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        seq: r.try_get("seq")?,
+        status: r.try_get::<&str, _>("status")?.parse()?,
+        event: NewEvent {
+            id: r.try_get("id")?,
+            namespace: r.try_get("namespace")?,
+            source: r.try_get("source")?,
+            method: r.try_get("method")?,
+            path: r.try_get("path")?,
+            query: r.try_get("query")?,
+            headers: headers_from(r.try_get("headers")?),
+            body: r.try_get::<Vec<u8>, _>("body")?.into(),
+            content_type: r.try_get("content_type")?,
+            source_ip: r.try_get("source_ip")?,
+            received_at: r.try_get("received_at")?,
+            validation_errors: r
+                .try_get::<Option<&str>, _>("validation_errors")?
+                .and_then(|t| serde_json::from_str(t).ok()),
+        },
+    })
+}
+
+fn attempt_from(r: &PgRow) -> Result<StoredAttempt, StoreError> {
+    Ok(StoredAttempt {
+        seq: r.try_get("seq")?,
+        delivery_id: r.try_get("delivery_id")?,
+        event_id: r.try_get("event_id")?,
+        namespace: r.try_get("namespace")?,
+        destination: r.try_get("destination")?,
+        route_kind: r.try_get::<&str, _>("route_kind")?.parse()?,
+        route: r.try_get("route")?,
+        record: AttemptRecord {
+            id: r.try_get("id")?,
+            attempt_number: count(r, "attempt_number")?,
+            outcome: r.try_get::<&str, _>("status")?.parse()?,
+            error: r.try_get("error")?,
+            request_headers: headers_from(r.try_get("request_headers")?),
+            detail: detail_from(r.try_get("detail")?)?,
+            latency_ms: r.try_get("latency_ms")?,
+            attempted_at: r.try_get("attempted_at")?,
+            next_retry_at: r.try_get("next_retry_at")?,
+            is_dlq: r.try_get("is_dlq")?,
+        },
+    })
+}
+
+pub(super) async fn event(pool: &PgPool, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+    let row = sqlx::query("SELECT * FROM events WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(event_from).transpose()
+}
+
+pub(super) async fn events(pool: &PgPool, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new("SELECT * FROM events WHERE 1 = 1");
+    if let Some(ns) = &q.namespace {
+        qb.push(" AND namespace = ").push_bind(ns);
+    }
+    if let Some(source) = &q.source {
+        qb.push(" AND source = ").push_bind(source);
+    }
+    if let Some(status) = q.status {
+        qb.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(after) = q.after {
+        qb.push(" AND received_at >= ").push_bind(after);
+    }
+    if let Some(before) = q.before {
+        qb.push(" AND received_at < ").push_bind(before);
+    }
+    if let Some(search) = &q.search {
+        // Case-insensitive like SQLite's LIKE; the body is bytes, searched in its escaped
+        // text form (non-ASCII bytes as octal escapes on both sides).
+        qb.push(" AND (starts_with(lower(id), lower(")
+            .push_bind(search)
+            .push(")) OR strpos(lower(encode(body, 'escape')), lower(encode(convert_to(")
+            .push_bind(search)
+            .push(", 'UTF8'), 'escape'))) > 0)");
+    }
+    if let Some((at, seq)) = q.after_position {
+        qb.push(" AND (received_at < ")
+            .push_bind(at)
+            .push(" OR (received_at = ")
+            .push_bind(at)
+            .push(" AND seq < ")
+            .push_bind(seq)
+            .push("))");
+    }
+    qb.push(" ORDER BY received_at DESC, seq DESC LIMIT ")
+        .push_bind(i64::from(q.limit) + 1);
+    let rows = qb.build().fetch_all(pool).await?;
+    rows.iter().map(event_from).collect()
+}
+
+pub(super) async fn attempts(
+    pool: &PgPool,
+    q: &AttemptQuery,
+) -> Result<Vec<StoredAttempt>, StoreError> {
+    let mut qb: QueryBuilder<'_, Postgres> =
+        QueryBuilder::new("SELECT * FROM attempts WHERE 1 = 1");
+    if let Some(id) = &q.event_id {
+        qb.push(" AND event_id = ").push_bind(id);
+    }
+    if let Some(ns) = &q.namespace {
+        qb.push(" AND namespace = ").push_bind(ns);
+    }
+    if let Some(d) = &q.destination {
+        qb.push(" AND destination = ").push_bind(d);
+    }
+    if let Some(outcome) = q.outcome {
+        qb.push(" AND status = ").push_bind(outcome.as_str());
+    }
+    if q.dlq_only {
+        qb.push(" AND is_dlq");
+    }
+    if let Some((at, seq)) = q.after_position {
+        qb.push(" AND (attempted_at < ")
+            .push_bind(at)
+            .push(" OR (attempted_at = ")
+            .push_bind(at)
+            .push(" AND seq < ")
+            .push_bind(seq)
+            .push("))");
+    }
+    qb.push(" ORDER BY attempted_at DESC, seq DESC LIMIT ")
+        .push_bind(i64::from(q.limit) + 1);
+    let rows = qb.build().fetch_all(pool).await?;
+    rows.iter().map(attempt_from).collect()
+}
+
+pub(super) async fn attempts_of_event(
+    pool: &PgPool,
+    event_id: &str,
+) -> Result<Vec<StoredAttempt>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM attempts WHERE event_id = $1 ORDER BY seq")
+        .bind(event_id)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(attempt_from).collect()
+}
+
+pub(super) async fn attempt(pool: &PgPool, id: &str) -> Result<Option<StoredAttempt>, StoreError> {
+    let row = sqlx::query("SELECT * FROM attempts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(attempt_from).transpose()
+}
+
+pub(super) async fn circuits(pool: &PgPool) -> Result<Vec<CircuitRow>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM circuits")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(CircuitRow {
+                namespace: r.try_get("namespace")?,
+                destination: r.try_get("destination")?,
+                state: r.try_get::<&str, _>("state")?.parse()?,
+                consecutive_failures: count(r, "consecutive_failures")?,
+                opened_at: r.try_get("opened_at")?,
+                last_failure_at: r.try_get("last_failure_at")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn queue_depths(pool: &PgPool) -> Result<Vec<QueueDepth>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT namespace, destination, COUNT(*) AS n FROM deliveries WHERE state IN ($1, $2) GROUP BY namespace, destination",
+    )
+    .bind(DeliveryState::Pending.as_str())
+    .bind(DeliveryState::Inflight.as_str())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(QueueDepth {
+                namespace: r.try_get("namespace")?,
+                destination: r.try_get("destination")?,
+                depth: r.try_get("n")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn counters(pool: &PgPool) -> Result<Vec<(CounterKey, Counters)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT kind, namespace, name, received, succeeded, failed, dead_lettered, last_at FROM counters",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                (
+                    r.try_get::<&str, _>("kind")?.parse()?,
+                    r.try_get("namespace")?,
+                    r.try_get("name")?,
+                ),
+                Counters {
+                    received: r.try_get("received")?,
+                    succeeded: r.try_get("succeeded")?,
+                    failed: r.try_get("failed")?,
+                    dead_lettered: r.try_get("dead_lettered")?,
+                    last_at: r.try_get("last_at")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+pub(super) async fn events_by_ids(
+    pool: &PgPool,
+    ids: &[&str],
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows = sqlx::query("SELECT * FROM events WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(event_from).collect()
+}
