@@ -225,6 +225,19 @@ pub struct DestinationConfig {
     /// A template's credential, bound as `$credential` in the payload transform.
     #[serde(default)]
     pub credential: Option<SecretValue>,
+    /// Most deliveries in flight at once, across the gateway.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Most deliveries per second, across the gateway.
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+}
+
+/// Deliveries in flight at once to a Destination that sets no `concurrency`.
+pub const DEFAULT_CONCURRENCY: u32 = 32;
+
+fn default_concurrency() -> u32 {
+    DEFAULT_CONCURRENCY
 }
 
 /// Compiled HTTP destination settings.

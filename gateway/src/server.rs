@@ -141,7 +141,7 @@ async fn watch_config(
             }
         }
         (None, Some(dir)) => {
-            tokio::spawn(manifests::watch(dir.clone(), publish, metrics.clone()));
+            manifests::watch(dir.clone(), publish, metrics.clone());
         }
         (None, None) => {}
     }

@@ -485,7 +485,13 @@ async fn circuit_opens_holds_deliveries_probes_once_and_drains_in_order_when_clo
     ]);
     let retry = "{maxRetries: 20, backoff: fixed, intervals: [100ms]}";
     let circuit = "{failureThreshold: 3, cooldown: 2s}";
-    let gw = Gateway::start(&manifests(&http_spec(&receiver.url, retry, circuit))).await;
+    // One delivery in flight at a time: waiting deliveries then also arrive in order (with
+    // more, they start in order and run side by side).
+    let spec = format!(
+        "{}  concurrency: 1\n",
+        http_spec(&receiver.url, retry, circuit)
+    );
+    let gw = Gateway::start(&manifests(&spec)).await;
 
     let first = ingest_id(&gw, r#"{"n":0}"#).await;
     receiver.wait_for(3, Duration::from_secs(5)).await;

@@ -349,3 +349,69 @@ async fn a_database_outage_answers_503_fails_readiness_and_loses_nothing() {
             .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: HOOKSTREAM_TEST_POSTGRES"]
+async fn replicas_share_one_circuit_per_destination() {
+    server();
+    let receiver = Receiver::start().await;
+    receiver.set_default(Answer::status(500));
+    let manifests = common::single_route(&format!(
+        r#"  type: http
+  http: {{url: "{}/hook", timeoutSeconds: 5}}
+  retry: {{maxRetries: 20, backoff: fixed, intervals: [30s]}}
+  circuitBreaker: {{failureThreshold: 4, cooldown: 60s}}"#,
+        receiver.url
+    ));
+    let a = Gateway::start(&manifests).await;
+    let b = a.start_replica(&[]).await;
+    // Two failures seen by each replica: four in a row for the destination, which opens.
+    for gw in [&a, &a, &b, &b] {
+        event_id(gw.ingest("t", "in", r#"{"fail":true}"#, &[]).await).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    receiver.wait_for(4, Duration::from_secs(5)).await;
+    for gw in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, circuit) = gw.get("/v1/destinations/t/out/circuit").await;
+            if circuit["state"] == "open" {
+                assert_eq!(circuit["failure_count"], 4, "{circuit}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not open on {}: {circuit}",
+                gw.base
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Open everywhere: an event sent to either replica waits.
+    event_id(b.ingest("t", "in", r#"{"waits":true}"#, &[]).await).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        4,
+        "nothing goes out while the circuit is open"
+    );
+
+    // A reset through one replica closes it on the other, and the waiting delivery goes out.
+    receiver.set_default(Answer::status(200));
+    let (status, _) = a.post("/v1/destinations/t/out/circuit/reset").await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, circuit) = b.get("/v1/destinations/t/out/circuit").await;
+        if circuit["state"] == "closed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {circuit} on the other replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = receiver.wait_for(5, Duration::from_secs(5)).await;
+    assert_eq!(got[4].status, 200);
+}

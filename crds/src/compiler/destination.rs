@@ -68,7 +68,35 @@ pub(super) fn compile_destination(
         payload_transform,
         credential,
         circuit,
+        concurrency: compile_concurrency(ctx, spec.concurrency),
+        rate_limit: compile_rate_limit(ctx, spec.rate_limit),
     })
+}
+
+/// Most deliveries to the gateway's whole in-flight budget.
+const MAX_CONCURRENCY: u32 = 1024;
+
+fn compile_concurrency(ctx: &mut Ctx<'_>, given: Option<u32>) -> u32 {
+    match given {
+        None => crate::config::DEFAULT_CONCURRENCY,
+        Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => n,
+        Some(n) => {
+            let message = format!("{n} is out of range: use 1 to {MAX_CONCURRENCY}");
+            ctx.error("spec.concurrency", Reason::InvalidSpec, message);
+            crate::config::DEFAULT_CONCURRENCY
+        }
+    }
+}
+
+fn compile_rate_limit(ctx: &mut Ctx<'_>, given: Option<u32>) -> Option<u32> {
+    match given {
+        Some(0) => {
+            let message = "must be at least 1 delivery per second".to_owned();
+            ctx.error("spec.rateLimit", Reason::InvalidSpec, message);
+            None
+        }
+        other => other,
+    }
 }
 
 /// The HTTP settings of a Destination of type http: its own `spec.http`, or else its

@@ -97,6 +97,17 @@ pub struct DestinationSpec {
     /// are neither attempted nor dropped) until one probe succeeds after `cooldown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerPolicy>,
+    /// Most deliveries to this Destination in flight at once, across every gateway replica
+    /// (default 32). A slow or failing destination fills only its own slots; the others
+    /// keep delivering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub concurrency: Option<u32>,
+    /// Most deliveries per second to this Destination, across the gateway. Deliveries over
+    /// the rate wait in the queue, in order. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rate_limit: Option<u32>,
 }
 
 /// Service templates of an http Destination.

@@ -47,8 +47,16 @@ pub async fn watch(cluster: Cluster, config: ConfigHandle, circuits: Arc<Circuit
         if !config.borrow().destinations.contains_key(&key) {
             continue;
         }
-        let view = circuits.reset(&key);
-        info!(destination = %key, state = ?view.state, "circuit reset by annotation");
+        match circuits.reset(&key).await {
+            Ok(view) => {
+                info!(destination = %key, state = %view.state, "circuit reset by annotation")
+            }
+            Err(e) => {
+                // The annotation stays, so the next change of the object tries again.
+                warn!(destination = %key, error = %crate::store::error_chain(&e), "cannot reset the circuit");
+                continue;
+            }
+        }
         let remove = serde_json::json!({"metadata": {"annotations": {ANNOTATION: null}}});
         let namespaced = Api::<Destination>::namespaced(cluster.client.clone(), &key.namespace);
         if let Err(e) = namespaced

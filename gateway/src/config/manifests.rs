@@ -84,8 +84,9 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Watches `dir` and publishes a new snapshot after each change that compiles. A change that
-/// does not compile keeps the last good snapshot and logs every error.
-pub async fn watch(dir: PathBuf, publish: watch::Sender<Arc<RuntimeConfig>>, metrics: Metrics) {
+/// does not compile keeps the last good snapshot and logs every error. The watch is in place
+/// when this returns (so no change made after start-up is missed); reloads run in a task.
+pub fn watch(dir: PathBuf, publish: watch::Sender<Arc<RuntimeConfig>>, metrics: Metrics) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
@@ -104,13 +105,25 @@ pub async fn watch(dir: PathBuf, publish: watch::Sender<Arc<RuntimeConfig>>, met
         warn!(error = %e, dir = %dir.display(), "cannot watch the manifests folder; changes need a restart");
         return;
     }
+    tokio::spawn(async move {
+        reload_on_change(&dir, &mut rx, &publish, &metrics).await;
+        drop(watcher);
+    });
+}
+
+async fn reload_on_change(
+    dir: &Path,
+    rx: &mut mpsc::Receiver<()>,
+    publish: &watch::Sender<Arc<RuntimeConfig>>,
+    metrics: &Metrics,
+) {
     while rx.recv().await.is_some() {
         // Debounce: wait until changes stop arriving.
         while tokio::time::timeout(DEBOUNCE, rx.recv())
             .await
             .is_ok_and(|m| m.is_some())
         {}
-        let folder = dir.clone();
+        let folder = dir.to_path_buf();
         let loaded = tokio::task::spawn_blocking(move || load(&folder)).await;
         match loaded {
             Ok(Ok(config)) => {
@@ -136,5 +149,4 @@ pub async fn watch(dir: PathBuf, publish: watch::Sender<Arc<RuntimeConfig>>, met
             Err(e) => warn!(error = %e, "config reload task failed"),
         }
     }
-    drop(watcher);
 }

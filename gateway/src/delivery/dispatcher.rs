@@ -1,67 +1,108 @@
-//! The dispatcher loop: takes new deliveries handed over by ingest, claims due ones from the
-//! store (retries, circuit probes and drains, recovery), and starts a worker for each while
-//! there are free slots.
+//! The dispatcher loop: starts deliveries handed over by ingest, and claims waiting ones from
+//! the store one destination at a time, as many as the destination's lane has room for, in
+//! the order they were queued. It knows which destinations have deliveries waiting from
+//! what ingest and the workers tell it, and looks the rest up in the store about once a
+//! second (another replica's work, claims whose holder died, the state after a restart).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookstream_crds::config::ObjectKey;
-use tokio::sync::{mpsc, watch, Semaphore};
+use hookstream_crds::config::{DestinationConfig, ObjectKey};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::{destination_of, worker, Dispatcher, Shared, Work, IDLE_POLL};
+use super::circuit::Gate;
+use super::lanes::Slot;
+use super::{lease_until, worker, Notice, Shared, Work, IDLE_POLL, LEASE_MARGIN_MS};
 use crate::clock::now_ms;
-use crate::store::{ClaimFilter, Completion, Job, Outcome, SharedEvent};
+use crate::store::{error_chain, ClaimRequest, Completion, Job, Outcome, SharedEvent};
 
-/// Deliveries claimed from the store at once.
+/// Most deliveries of one destination claimed at once.
 const CLAIM_BATCH: u32 = 256;
+/// How often the store is asked which destinations have deliveries due, and circuits and
+/// replicas are refreshed.
+const DISCOVER_EVERY: Duration = Duration::from_secs(1);
+
+/// Destinations with deliveries waiting in the store, with the earliest known due time.
+type Waiting = HashMap<ObjectKey, i64>;
 
 pub(super) async fn run(
     shared: Arc<Shared>,
-    mut fast_rx: mpsc::Receiver<Work>,
-    max_in_flight: usize,
+    mut notices: mpsc::UnboundedReceiver<Notice>,
     grace: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut tasks = JoinSet::new();
-    let wake = shared.wake.clone();
-    // The next look at the queue. A fixed deadline, not a sleep restarted on every turn, so a
-    // steady stream of new deliveries cannot postpone retries indefinitely.
-    let mut poll_at = tokio::time::Instant::now() + IDLE_POLL;
+    let mut waiting = Waiting::new();
+    let wake = shared.dispatcher.wake.clone();
+    let mut discover_at = tokio::time::Instant::now();
+    let mut poll_at = tokio::time::Instant::now();
     loop {
         while tasks.try_join_next().is_some() {}
-        // Checked before the select, whose bias toward new deliveries would otherwise let a
-        // never-empty hand-off channel starve the queue (retries, probes, recovery).
-        let poll = tokio::time::Instant::now() >= poll_at
-            || tokio::select! {
+        let now = tokio::time::Instant::now();
+        if now < poll_at && now < discover_at {
+            tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                Some(work) = fast_rx.recv() => {
-                    let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                    tasks.spawn(worker::attempt(shared.clone(), work, permit));
-                    false
+                Some(notice) = notices.recv() => {
+                    match notice {
+                        Notice::Start(work) => {
+                            tasks.spawn(worker::attempt(shared.clone(), work));
+                        }
+                        Notice::Queued(key, due) => {
+                            let entry = waiting.entry(key).or_insert(due);
+                            *entry = (*entry).min(due);
+                            poll_at = poll_at.min(instant_of(due));
+                        }
+                    }
+                    continue;
                 }
-                _ = wake.notified() => true,
-                _ = tokio::time::sleep_until(poll_at) => true,
-            };
-        if poll {
-            let next_due = poll_queue(&shared, &slots, &mut tasks).await;
-            let idle = tokio::time::Instant::now() + IDLE_POLL;
-            poll_at = match next_due {
-                Some(due) => {
-                    let wait = Duration::from_millis(
-                        u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0),
-                    );
-                    idle.min(tokio::time::Instant::now() + wait)
-                }
-                None => idle,
-            };
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep_until(poll_at.min(discover_at)) => {}
+            }
+        }
+        if tokio::time::Instant::now() >= discover_at {
+            discover(&shared, &mut waiting).await;
+            discover_at = tokio::time::Instant::now() + DISCOVER_EVERY;
+        }
+        let next = poll(&shared, &mut waiting, &mut tasks).await;
+        poll_at = tokio::time::Instant::now() + IDLE_POLL;
+        if let Some(due) = next {
+            poll_at = poll_at.min(instant_of(due));
         }
     }
     drain_at_shutdown(tasks, grace).await;
+}
+
+/// The runtime instant of a unix-ms time.
+fn instant_of(ms: i64) -> tokio::time::Instant {
+    let wait = u64::try_from(ms.saturating_sub(now_ms())).unwrap_or(0);
+    tokio::time::Instant::now() + Duration::from_millis(wait)
+}
+
+/// Asks the store which destinations have deliveries due, and refreshes circuits and the
+/// number of replicas sharing the limits.
+async fn discover(shared: &Shared, waiting: &mut Waiting) {
+    let now = now_ms();
+    match shared.store.due_destinations().await {
+        Ok(due) => {
+            for (namespace, name) in due {
+                let entry = waiting
+                    .entry(ObjectKey::new(namespace, name))
+                    .or_insert(now);
+                *entry = (*entry).min(now);
+            }
+        }
+        Err(e) => warn!(error = %error_chain(&e), "cannot read the delivery queue"),
+    }
+    if let Err(e) = shared.circuits.refresh().await {
+        warn!(error = %error_chain(&e), "cannot read the circuits");
+    }
+    if let Ok(n) = shared.store.live_replicas().await {
+        shared.lanes.set_replicas(n);
+    }
 }
 
 async fn drain_at_shutdown(mut tasks: JoinSet<()>, grace: Duration) {
@@ -80,99 +121,127 @@ async fn drain_at_shutdown(mut tasks: JoinSet<()>, grace: Duration) {
     }
 }
 
-/// Claims due deliveries while there is room and work. Returns when the next delivery falls
-/// due, when that is known and in the future.
-async fn poll_queue(
-    shared: &Arc<Shared>,
-    slots: &Arc<Semaphore>,
-    tasks: &mut JoinSet<()>,
-) -> Option<i64> {
-    loop {
-        let now = now_ms();
-        match shared.store.next_due().await {
-            Ok(Some(due)) if due <= now => {}
-            Ok(next) => return next,
-            Err(e) => {
-                warn!(error = %crate::store::error_chain(&e), "cannot read the delivery queue");
-                return None;
-            }
-        }
-        let room = u32::try_from(slots.available_permits())
-            .unwrap_or(u32::MAX)
-            .min(CLAIM_BATCH);
-        if room == 0 {
-            return None;
-        }
-        let jobs = claim(shared, room, now).await;
-        if jobs.is_empty() {
-            return None;
-        }
-        let full = jobs.len() as u32 >= room;
-        if !start_claimed(shared, slots, tasks, jobs).await || !full {
-            return None;
-        }
-    }
-}
-
-/// Claims what may go now: circuit probes, the next delivery of each draining circuit, and
-/// up to `room` deliveries of destinations that flow freely.
-async fn claim(shared: &Shared, room: u32, now: i64) -> Vec<Job> {
+/// Claims what may go now for every destination with due deliveries. Returns the earliest
+/// due time still in the future, if any.
+async fn poll(shared: &Arc<Shared>, waiting: &mut Waiting, tasks: &mut JoinSet<()>) -> Option<i64> {
+    let now = now_ms();
     let config = shared.config.borrow().clone();
-    let blocked = shared.circuits.blocked(now, |key| {
-        config.destinations.get(key).map(|d| d.circuit.cooldown_ms)
-    });
-    let lease = Dispatcher::lease_until(now);
-    let mut jobs = Vec::new();
-    for key in blocked.probe_ready {
-        match shared.store.claim(1, lease, only(&key, None)).await {
-            Ok(j) => jobs.extend(j),
-            Err(e) => warn!(error = %e, "cannot claim a probe delivery"),
+    let due: Vec<ObjectKey> = waiting
+        .iter()
+        .filter(|(_, due)| **due <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in due {
+        if shared.lanes.free() == 0 {
+            break;
+        }
+        let destination = config.destinations.get(&key).map(|d| d.as_ref());
+        match claim(shared, &key, destination, now, tasks).await {
+            Claimed::All => {
+                waiting.remove(&key);
+                shared.lanes.set_backlog(&key, destination, false);
+            }
+            Claimed::More => shared.lanes.set_backlog(&key, destination, true),
+            Claimed::Later(at) => {
+                shared.lanes.set_backlog(&key, destination, true);
+                waiting.insert(key, at);
+            }
+            Claimed::Held => {}
         }
     }
-    // A draining destination gets its oldest due delivery, one at a time, so waiting
-    // deliveries arrive in the order they were queued.
-    for (key, cutoff) in blocked.drain_ready {
-        match shared.store.claim(1, lease, only(&key, Some(cutoff))).await {
-            Ok(j) => match j.first() {
-                Some(job) => {
-                    shared.circuits.drain_claimed(&key, &job.delivery_id);
-                    jobs.extend(j);
-                }
-                None => shared.circuits.drain_finished(&key),
-            },
-            Err(e) => warn!(error = %e, "cannot claim a delivery to drain"),
+    while tasks.try_join_next().is_some() {}
+    waiting.values().copied().filter(|due| *due > now).min()
+}
+
+/// What a claim left behind.
+enum Claimed {
+    /// Nothing more is due.
+    All,
+    /// More may be due: the lane was full, or the claim took all it had room for.
+    More,
+    /// More may be due, and the destination's rate lets the next go at this time (unix ms).
+    Later(i64),
+    /// Nothing was claimed: the circuit holds the deliveries.
+    Held,
+}
+
+/// Claims `key`'s due deliveries into free slots of its lane and starts them.
+async fn claim(
+    shared: &Arc<Shared>,
+    key: &ObjectKey,
+    destination: Option<&DestinationConfig>,
+    now: i64,
+    tasks: &mut JoinSet<()>,
+) -> Claimed {
+    let lease = destination.map_or(now + LEASE_MARGIN_MS, |d| lease_until(d, now));
+    let gate = match destination {
+        Some(d) => {
+            shared
+                .circuits
+                .gate(key, &d.circuit, lease - now, now)
+                .await
         }
-    }
-    let bulk = ClaimFilter {
-        exclude: blocked.exclude,
-        only: None,
-        due_by: None,
+        // A removed destination's deliveries are claimed to be cancelled.
+        None => Gate::Closed,
     };
-    match shared.store.claim(room, lease, bulk).await {
-        Ok(j) => jobs.extend(j),
-        // Probe and drain deliveries claimed above still go out: dropping them would leave
-        // their circuits waiting for a delivery that never finishes.
-        Err(e) => warn!(error = %e, "cannot claim deliveries"),
+    let want = match gate {
+        Gate::Wait => return Claimed::Held,
+        Gate::Probe => 1,
+        Gate::Closed => CLAIM_BATCH,
+    };
+    let taken = shared.lanes.take(key, destination, want);
+    let more = match taken.rate_wait {
+        Some(wait) => {
+            Claimed::Later(now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)))
+        }
+        None => Claimed::More,
+    };
+    let slots = taken.slots;
+    if slots.is_empty() {
+        if gate == Gate::Probe {
+            shared.circuits.release_probe(key).await;
+        }
+        return more;
     }
-    jobs
+    let request = ClaimRequest {
+        namespace: key.namespace.clone(),
+        destination: key.name.clone(),
+        limit: slots.len() as u32,
+        lease_until: lease,
+    };
+    let jobs = match shared.store.claim(request).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            warn!(destination = %key, error = %error_chain(&e), "cannot claim deliveries");
+            if gate == Gate::Probe {
+                shared.circuits.release_probe(key).await;
+            }
+            return more;
+        }
+    };
+    if jobs.is_empty() && gate == Gate::Probe {
+        shared.circuits.release_probe(key).await;
+    }
+    let full = jobs.len() == slots.len();
+    start_claimed(shared, jobs, slots, gate == Gate::Probe, tasks).await;
+    if full || gate == Gate::Probe {
+        more
+    } else {
+        Claimed::All
+    }
 }
 
-fn only(key: &ObjectKey, due_by: Option<i64>) -> ClaimFilter {
-    ClaimFilter {
-        exclude: Vec::new(),
-        only: Some((key.namespace.clone(), key.name.clone())),
-        due_by,
-    }
-}
-
-/// Loads the events of claimed deliveries and starts a worker for each. Returns false when
-/// the dispatcher should stop looking for now.
+/// Loads the events of claimed deliveries and starts a worker for each.
 async fn start_claimed(
     shared: &Arc<Shared>,
-    slots: &Arc<Semaphore>,
-    tasks: &mut JoinSet<()>,
     jobs: Vec<Job>,
-) -> bool {
+    slots: Vec<Slot>,
+    probe: bool,
+    tasks: &mut JoinSet<()>,
+) {
+    if jobs.is_empty() {
+        return;
+    }
     let ids: Vec<&str> = jobs.iter().map(|j| j.event_id.as_str()).collect();
     let events: HashMap<String, SharedEvent> = match shared.store.events_by_ids(&ids).await {
         Ok(events) => events
@@ -181,33 +250,29 @@ async fn start_claimed(
             .collect(),
         Err(e) => {
             // The claims expire and the deliveries are claimed again later.
-            warn!(error = %e, "cannot load events of claimed deliveries");
-            for job in &jobs {
-                shared
-                    .circuits
-                    .finished(&destination_of(job), &job.delivery_id);
-            }
-            return false;
+            warn!(error = %error_chain(&e), "cannot load events of claimed deliveries");
+            return;
         }
     };
-    for job in jobs {
-        let Some(event) = events.get(&job.event_id).cloned() else {
-            cancel_orphan(shared, job).await;
-            continue;
-        };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return false;
-        };
-        tasks.spawn(worker::attempt(shared.clone(), Work { job, event }, permit));
+    for (job, slot) in jobs.into_iter().zip(slots) {
+        match events.get(&job.event_id).cloned() {
+            Some(event) => {
+                let work = Work {
+                    job,
+                    event,
+                    slot,
+                    probe,
+                };
+                tasks.spawn(worker::attempt(shared.clone(), work));
+            }
+            None => cancel_orphan(shared, job).await,
+        }
     }
-    true
 }
 
 /// A claimed delivery whose event is gone (deleted by retention meanwhile) is cancelled.
 async fn cancel_orphan(shared: &Shared, job: Job) {
     warn!(event_id = %job.event_id, "claimed delivery has no event; cancelling it");
-    let key = destination_of(&job);
-    let delivery_id = job.delivery_id.clone();
     let completion = Completion {
         job,
         attempt: None,
@@ -215,7 +280,4 @@ async fn cancel_orphan(shared: &Shared, job: Job) {
         error: Some("event no longer exists".into()),
     };
     let _ = shared.store.complete(vec![completion]).await;
-    if shared.circuits.finished(&key, &delivery_id) {
-        shared.wake.notify_one();
-    }
 }

@@ -3,15 +3,17 @@
 //! circuit breaker and dead-lettering.
 //!
 //! Deliveries reach a worker two ways. New ones come straight from ingest, already claimed
-//! in the same transaction that stored the event, so a delivery starts microseconds after
-//! the sender's 200. Everything else (retries, circuit drains, recovery after a restart, an
-//! overflow of the hand-off channel) is claimed from the store in batches by the
-//! [`dispatcher`]. The store is the only source of truth: a worker that dies mid-attempt
+//! in the same transaction that stored the event and holding a slot of their destination's
+//! lane, so a delivery starts microseconds after the sender's 200. Everything else (retries,
+//! backlogs, circuit probes, recovery after a restart, another replica's lost work) is
+//! claimed from the store by the [`dispatcher`], one destination at a time, no more than its
+//! lane has room for. The store is the only source of truth: a worker that dies mid-attempt
 //! leaves a claimed delivery whose lease expires, so it is attempted again: at least once,
 //! never lost.
 
 pub mod circuit;
 mod dispatcher;
+pub mod lanes;
 pub mod provider;
 pub mod schedule;
 mod worker;
@@ -19,24 +21,32 @@ mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hookstream_crds::config::{DestinationConfig, ObjectKey};
 use hookstream_transform::Limits;
 use tokio::sync::{mpsc, watch, Notify};
-
-use hookstream_crds::config::ObjectKey;
 
 use crate::config::ConfigHandle;
 use crate::metrics::Metrics;
 use crate::store::{Job, SharedEvent, SharedStore, StoreError};
 use circuit::Circuits;
+use lanes::{Lanes, Slot};
 use provider::{ProviderError, Providers};
 
-/// Longest wait between two looks at the queue when nothing wakes the dispatcher. A look is
-/// also due when the earliest scheduled retry falls due, so retries are not late by this much.
+/// Longest wait between two looks at the queue when nothing wakes the dispatcher.
 const IDLE_POLL: Duration = Duration::from_millis(200);
-/// How long a claim lasts beyond the longest possible attempt.
-const LEASE_MARGIN_MS: i64 = 60_000;
-/// The longest destination timeout the compiler allows.
-const MAX_TIMEOUT_MS: i64 = hookstream_crds::compiler::MAX_TIMEOUT_SECONDS as i64 * 1000;
+/// How long a claim lasts beyond the destination's timeout: time to record the attempt.
+const LEASE_MARGIN_MS: i64 = 30_000;
+
+/// The claim expiry of a delivery to `destination` that starts now: one attempt (at most the
+/// destination's timeout) and the time to record it. A delivery holds a slot before it is
+/// claimed, so it never waits for one under its lease.
+pub fn lease_until(destination: &DestinationConfig, now: i64) -> i64 {
+    let timeout = destination.http.as_ref().map_or(
+        hookstream_crds::compiler::MAX_TIMEOUT_SECONDS as i64 * 1000,
+        |h| i64::try_from(h.timeout_ms).unwrap_or(i64::MAX),
+    );
+    now.saturating_add(timeout).saturating_add(LEASE_MARGIN_MS)
+}
 
 /// A delivery and its event, ready for a worker.
 pub struct Work {
@@ -44,33 +54,66 @@ pub struct Work {
     pub job: Job,
     /// Its event.
     pub event: SharedEvent,
+    /// Its slot, freed when the attempt is recorded.
+    pub slot: Slot,
+    /// The attempt is its destination's half-open probe.
+    pub probe: bool,
 }
 
-/// The handle ingest and the API use: hand-off of new deliveries, and the queue's wake-up.
+/// What the dispatcher is told.
+enum Notice {
+    /// A delivery to start now (a hand-off from ingest).
+    Start(Work),
+    /// Deliveries of a destination wait in the store, due at this time (unix ms).
+    Queued(ObjectKey, i64),
+}
+
+/// The handle ingest and the API use: hand-off of new deliveries, the queue's wake-up, and
+/// the circuits.
 #[derive(Clone)]
 pub struct Dispatcher {
-    fast: mpsc::Sender<Work>,
+    notices: mpsc::UnboundedSender<Notice>,
     /// Wakes the dispatcher to look at the queue now.
     pub wake: Arc<Notify>,
     /// Circuit breakers.
     pub circuits: Arc<Circuits>,
+    lanes: Arc<Lanes>,
+    config: ConfigHandle,
+}
+
+/// A slot for a new delivery, and the lease to store it with.
+pub struct HandOff {
+    /// The slot it runs in.
+    pub slot: Slot,
+    /// Its claim expiry.
+    pub lease_until: i64,
 }
 
 impl Dispatcher {
-    /// Reserves room to hand `n` new deliveries straight to workers. `None` when workers
-    /// are saturated: the deliveries then wait in the queue.
-    pub fn reserve(&self, n: usize) -> Option<mpsc::PermitIterator<'_, Work>> {
-        if n == 0 {
+    /// A slot for a new delivery to `key` to go straight to a worker: its circuit is closed,
+    /// nothing of it waits in the store, and its lane has room. `None`: it queues.
+    pub fn hand_off(&self, key: &ObjectKey, now: i64) -> Option<HandOff> {
+        if !self.circuits.is_closed(key) {
             return None;
         }
-        self.fast.try_reserve_many(n).ok()
+        let config = self.config.borrow().clone();
+        let destination = config.destinations.get(key)?;
+        let slot = self.lanes.hand_off(key, destination)?;
+        Some(HandOff {
+            slot,
+            lease_until: lease_until(destination, now),
+        })
     }
 
-    /// The claim expiry for a delivery handed over now.
-    pub fn lease_until(now: i64) -> i64 {
-        // A handed-over delivery may wait for a worker slot up to one full timeout (the
-        // attempt holding the slot) before its own attempt, which takes at most another.
-        now + 2 * MAX_TIMEOUT_MS + LEASE_MARGIN_MS
+    /// Starts a delivery that was stored already claimed.
+    pub fn start(&self, work: Work) {
+        // The dispatcher only stops at shutdown; the claim then expires.
+        let _ = self.notices.send(Notice::Start(work));
+    }
+
+    /// Says that deliveries of `key` wait in the store, due at `due_at`.
+    pub fn queued(&self, key: ObjectKey, due_at: i64) {
+        let _ = self.notices.send(Notice::Queued(key, due_at));
     }
 }
 
@@ -106,9 +149,9 @@ struct Shared {
     metrics: Metrics,
     providers: Providers,
     circuits: Arc<Circuits>,
+    lanes: Arc<Lanes>,
     limits: Limits,
-    /// Wakes the dispatcher to look at the queue now.
-    wake: Arc<Notify>,
+    dispatcher: Dispatcher,
 }
 
 /// Starts delivery. It stops when `shutdown` turns true, after attempts in flight end (or
@@ -124,25 +167,28 @@ pub async fn start(
         setup.metrics.clone(),
         wake.clone(),
     ));
-    let (fast, fast_rx) = mpsc::channel(setup.max_in_flight);
+    let lanes = Arc::new(Lanes::new(setup.max_in_flight));
+    let (notices, notices_rx) = mpsc::unbounded_channel();
+    let dispatcher = Dispatcher {
+        notices,
+        wake,
+        circuits: circuits.clone(),
+        lanes: lanes.clone(),
+        config: setup.config.clone(),
+    };
     let shared = Arc::new(Shared {
         store: setup.store,
         config: setup.config,
         metrics: setup.metrics,
         providers: Providers::new()?,
-        circuits: circuits.clone(),
-        limits: Limits::default(),
-        wake: wake.clone(),
-    });
-    let dispatcher = Dispatcher {
-        fast,
-        wake,
         circuits,
-    };
+        lanes,
+        limits: Limits::default(),
+        dispatcher: dispatcher.clone(),
+    });
     let handle = tokio::spawn(dispatcher::run(
         shared,
-        fast_rx,
-        setup.max_in_flight,
+        notices_rx,
         setup.shutdown_grace,
         shutdown,
     ));

@@ -6,21 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookstream_crds::config::{DestinationConfig, ObjectKey};
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn, Instrument};
 
-use super::circuit::Decision;
 use super::provider::{Message, Sent};
 use super::schedule::{self, Next};
-use super::{destination_of, Shared, Work, IDLE_POLL};
+use super::{destination_of, Shared, Work};
 use crate::clock::now_ms;
 use crate::config::{Route, RuntimeConfig};
 use crate::ids;
 use crate::pipeline::transform;
-use crate::store::{AttemptOutcome, AttemptRecord, Completion, Job, Outcome};
+use crate::store::{AttemptOutcome, AttemptRecord, Completion, Job, Outcome, SharedEvent};
 
-/// Runs one delivery attempt and records its outcome.
-pub(super) async fn attempt(shared: Arc<Shared>, work: Work, _permit: OwnedSemaphorePermit) {
+/// Runs one delivery attempt and records its outcome. The slot is freed when it is
+/// recorded; if the destination has more deliveries waiting, the dispatcher is woken to
+/// claim the next.
+pub(super) async fn attempt(shared: Arc<Shared>, work: Work) {
     let span = tracing::info_span!(
         "delivery",
         event_id = %work.job.event_id,
@@ -28,30 +28,28 @@ pub(super) async fn attempt(shared: Arc<Shared>, work: Work, _permit: OwnedSemap
         attempt = work.job.attempts + 1
     );
     let key = destination_of(&work.job);
-    let delivery_id = work.job.delivery_id.clone();
-    let completion = run(&shared, work).instrument(span).await;
-    let retry_at = match completion.outcome {
+    let Work {
+        job,
+        event,
+        slot,
+        probe,
+    } = work;
+    let completion = run(&shared, job, event, probe).instrument(span).await;
+    let requeue = match completion.outcome {
         Outcome::Retry { due_at } => Some(due_at),
+        Outcome::Release => Some(now_ms()),
         _ => None,
     };
     if shared.store.complete(vec![completion]).await.is_err() {
         // Shutting down: the claim expires and the delivery is attempted again.
         debug!("attempt not recorded: the store's writer stopped");
     }
-    if shared.circuits.finished(&key, &delivery_id) {
-        shared.wake.notify_one();
+    drop(slot);
+    if let Some(due_at) = requeue {
+        shared.dispatcher.queued(key.clone(), due_at);
     }
-    // A retry due before the dispatcher's next regular look would otherwise be late by up to
-    // IDLE_POLL: wake the dispatcher when it falls due. Later retries are seen by that look.
-    if let Some(due_at) = retry_at {
-        let delay = u64::try_from(due_at.saturating_sub(now_ms())).unwrap_or(0);
-        if delay < IDLE_POLL.as_millis() as u64 {
-            let wake = shared.wake.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-                wake.notify_one();
-            });
-        }
+    if shared.lanes.is_backlogged(&key) {
+        shared.dispatcher.wake.notify_one();
     }
 }
 
@@ -65,8 +63,7 @@ fn unattempted(job: Job, outcome: Outcome, error: Option<String>) -> Completion 
     }
 }
 
-async fn run(shared: &Shared, work: Work) -> Completion {
-    let Work { job, event } = work;
+async fn run(shared: &Shared, job: Job, event: SharedEvent, probe: bool) -> Completion {
     let config = shared.config.borrow().clone();
     let dest_key = destination_of(&job);
     let route = route_of(&config, &job);
@@ -82,18 +79,18 @@ async fn run(shared: &Shared, work: Work) -> Completion {
         return unattempted(job, Outcome::Cancelled, Some(error));
     };
     let now = now_ms();
-    let was_probe = match shared.circuits.decide(&dest_key, &destination.circuit, now) {
-        Decision::Wait => return unattempted(job, Outcome::Release, None),
-        Decision::Probe => true,
-        Decision::Allow => false,
-    };
+    // A delivery claimed (or handed over) before its circuit opened waits for the circuit.
+    if !probe && !shared.circuits.is_closed(&dest_key) {
+        return unattempted(job, Outcome::Release, None);
+    }
+    let was_probe = probe;
     let attempt_number = job.attempts + 1;
     let payload = match transform::payload(&route, &event, shared.limits, &shared.metrics).await {
         Ok(p) => p,
         Err(error) => {
             // The destination was not contacted: this says nothing about its health.
             if was_probe {
-                shared.circuits.release_probe(&dest_key);
+                shared.circuits.release_probe(&dest_key).await;
             }
             count_attempt(shared, &dest_key, false, None);
             let sent = Sent {
@@ -114,13 +111,16 @@ async fn run(shared: &Shared, work: Work) -> Completion {
         timestamp: now / 1000,
     };
     let sent = provider.deliver(&destination, message).await;
-    shared.circuits.record(
-        &dest_key,
-        &destination.circuit,
-        sent.success,
-        was_probe,
-        now_ms(),
-    );
+    shared
+        .circuits
+        .record(
+            &dest_key,
+            &destination.circuit,
+            sent.success,
+            was_probe,
+            now_ms(),
+        )
+        .await;
     count_attempt(shared, &dest_key, sent.success, Some(sent.latency));
     finish(shared, job, &destination, sent, now)
 }

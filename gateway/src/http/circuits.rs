@@ -51,8 +51,6 @@ pub(super) async fn reset(
 ) -> Result<Json<Circuit>, ApiError> {
     let key = known_destination(&app, namespace, name)?;
     tracing::info!(destination = %key, "circuit reset by API");
-    Ok(Json(circuit_body(
-        &key,
-        &app.dispatcher.circuits.reset(&key),
-    )))
+    let view = app.dispatcher.circuits.reset(&key).await?;
+    Ok(Json(circuit_body(&key, &view)))
 }

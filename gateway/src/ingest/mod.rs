@@ -338,7 +338,10 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
 
 /// Commits the event with one delivery per route, then hands the deliveries that were
 /// committed as claimed to workers. Deliveries to destinations whose circuit is not closed,
-/// or for which no worker has room, wait in the queue.
+/// whose lane is full, or that have deliveries waiting already, queue.
+///
+/// Runs as a task of its own: a sender that hangs up while its event is being written does
+/// not stop the hand-off, so nothing stored is left claimed but not started.
 async fn store_and_hand_off(
     ingest: &Ingest,
     event: SharedEvent,
@@ -347,60 +350,58 @@ async fn store_and_hand_off(
     now: i64,
     validation_errors: Option<Value>,
 ) -> Result<Accepted, Rejection> {
-    let circuits = &ingest.dispatcher.circuits;
-    let direct: Vec<bool> = routes
-        .iter()
-        .map(|r| !circuits.is_blocked(&ObjectKey::new(r.namespace.clone(), r.destination.clone())))
-        .collect();
-    let mut permits = ingest
-        .dispatcher
-        .reserve(direct.iter().filter(|d| **d).count());
-    let lease = permits.as_ref().map(|_| Dispatcher::lease_until(now));
-    let deliveries: Vec<NewDelivery> = routes
-        .iter()
-        .zip(&direct)
-        .map(|(r, d)| route::delivery(r, if *d { lease } else { None }))
-        .collect();
-    let outcome = ingest
-        .store
-        .insert(event.clone(), deliveries.clone(), dedup)
-        .await
-        .map_err(|e| {
-            warn!(error = %crate::store::error_chain(&e), namespace = %event.namespace, source = %event.source, "cannot store event");
-            Rejection::Unavailable
-        })?;
-    if let InsertOutcome::Duplicate { event_id } = outcome {
-        debug!(source = %event.source, event_id = %event_id, "duplicate event");
-        return Ok(Accepted {
-            event_id,
-            received_at: now,
-            duplicate: true,
-            validation_errors: None,
-        });
+    let mut hand_offs = Vec::with_capacity(routes.len());
+    let mut deliveries = Vec::with_capacity(routes.len());
+    for r in routes {
+        let key = ObjectKey::new(r.namespace.clone(), r.destination.clone());
+        let hand_off = ingest.dispatcher.hand_off(&key, now);
+        deliveries.push(route::delivery(r, hand_off.as_ref().map(|h| h.lease_until)));
+        hand_offs.push(hand_off.map(|h| h.slot));
     }
-    let mut queued = false;
-    for d in deliveries {
-        // Only deliveries committed as claimed take a hand-off permit.
-        let permit = d
-            .lease_until
-            .and_then(|_| permits.as_mut().and_then(Iterator::next));
-        match permit {
-            Some(permit) => permit.send(Work {
-                job: new_job(&event, d),
-                event: event.clone(),
-            }),
-            None => queued = true,
+    let ingest = ingest.clone();
+    let task = tokio::spawn(async move {
+        let outcome = ingest
+            .store
+            .insert(event.clone(), deliveries.clone(), dedup)
+            .await;
+        if let Ok(InsertOutcome::Stored) = outcome {
+            for (d, slot) in deliveries.into_iter().zip(hand_offs) {
+                let key = ObjectKey::new(event.namespace.clone(), d.destination.clone());
+                match slot {
+                    Some(slot) => ingest.dispatcher.start(Work {
+                        job: new_job(&event, d),
+                        event: event.clone(),
+                        slot,
+                        probe: false,
+                    }),
+                    None => ingest.dispatcher.queued(key, now),
+                }
+            }
+        }
+        (event, outcome)
+    });
+    let (event, outcome) = task.await.map_err(|_| Rejection::Unavailable)?;
+    match outcome {
+        Ok(InsertOutcome::Stored) => Ok(Accepted {
+            event_id: event.id.clone(),
+            received_at: now,
+            duplicate: false,
+            validation_errors,
+        }),
+        Ok(InsertOutcome::Duplicate { event_id }) => {
+            debug!(source = %event.source, event_id = %event_id, "duplicate event");
+            Ok(Accepted {
+                event_id,
+                received_at: now,
+                duplicate: true,
+                validation_errors: None,
+            })
+        }
+        Err(e) => {
+            warn!(error = %crate::store::error_chain(&e), namespace = %event.namespace, source = %event.source, "cannot store event");
+            Err(Rejection::Unavailable)
         }
     }
-    if queued {
-        ingest.dispatcher.wake.notify_one();
-    }
-    Ok(Accepted {
-        event_id: event.id.clone(),
-        received_at: now,
-        duplicate: false,
-        validation_errors,
-    })
 }
 
 fn new_job(event: &NewEvent, d: NewDelivery) -> Job {

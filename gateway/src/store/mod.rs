@@ -7,6 +7,7 @@
 //! worker until its lease runs out; completions recorded after a lease was lost (the delivery
 //! was retried by hand meanwhile) change nothing.
 
+mod circuit_sql;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
@@ -81,20 +82,29 @@ pub trait Store: Send + Sync + 'static {
     /// dies first, the deliveries' leases run out and they are attempted again.
     async fn complete(&self, completions: Vec<Completion>) -> Result<(), StoreError>;
 
-    /// Claims up to `limit` due deliveries, oldest first, leasing them until `lease_until`.
-    async fn claim(
-        &self,
-        limit: u32,
-        lease_until: i64,
-        filter: ClaimFilter,
-    ) -> Result<Vec<Job>, StoreError>;
+    /// Claims up to `request.limit` due deliveries of one destination, oldest first, leasing
+    /// them until `request.lease_until`. Due: pending with their due time passed, or claimed
+    /// by a holder whose lease ran out (or, with replicas, whose heartbeat stopped).
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Job>, StoreError>;
+
+    /// Destinations (namespace, name) with deliveries due now.
+    async fn due_destinations(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Gateway replicas sharing this store and alive (1 for an embedded store).
+    async fn live_replicas(&self) -> Result<u32, StoreError>;
 
     /// Retries by hand. `None` when the delivery or event does not exist, else the
     /// delivery's state afterwards (`Inflight` when it is being attempted and was left alone).
     async fn retry(&self, request: ManualRetry) -> Result<Option<DeliveryState>, StoreError>;
 
-    /// Persists a circuit's state, in call order, without waiting.
-    fn save_circuit(&self, row: CircuitRow);
+    /// Changes a destination's circuit. Returns the circuit after the change, or `None`
+    /// when the change did not apply (a probe someone else took, nothing to release).
+    async fn change_circuit(
+        &self,
+        namespace: &str,
+        destination: &str,
+        change: CircuitChange,
+    ) -> Result<Option<CircuitRow>, StoreError>;
 
     /// Deletes up to `limit` finished events received before `before` (unix ms) with their
     /// deliveries and attempts, and expired dedup keys. Returns the events deleted.
@@ -127,10 +137,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every persisted circuit.
     async fn circuits(&self) -> Result<Vec<CircuitRow>, StoreError>;
-
-    /// Earliest due time of a waiting delivery, if any waits (claimed deliveries whose lease
-    /// ran out count as due at their lease end).
-    async fn next_due(&self) -> Result<Option<i64>, StoreError>;
 
     /// Waiting deliveries per destination, for the queue depth gauge.
     async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError>;

@@ -349,17 +349,51 @@ pub struct CircuitRow {
     pub opened_at: Option<i64>,
     /// Last failure, unix ms.
     pub last_failure_at: Option<i64>,
+    /// When the half-open probe went out, unix ms.
+    pub probe_at: Option<i64>,
 }
 
-/// Which deliveries a claim may take.
-#[derive(Clone, Debug, Default)]
-pub struct ClaimFilter {
-    /// Destinations (namespace, name) whose deliveries must wait.
-    pub exclude: Vec<(String, String)>,
-    /// Only this destination (for a circuit probe).
-    pub only: Option<(String, String)>,
-    /// Only deliveries due at or before this time (unix ms).
-    pub due_by: Option<i64>,
+/// A change of a destination's circuit, made atomically in the store so that every replica
+/// sharing it sees one circuit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitChange {
+    /// An attempt failed: one more failure in a row; the circuit opens at the threshold, or
+    /// at once when the attempt was the probe.
+    Failure {
+        /// Failures in a row that open the circuit.
+        threshold: u32,
+        /// The attempt was the half-open probe.
+        was_probe: bool,
+        /// When, unix ms.
+        now: i64,
+    },
+    /// Closed: a success after failures, a successful probe, or a reset.
+    Close,
+    /// Half-open for one probe, when the circuit is open and cooled down, or a probe went
+    /// out longer than `probe_timeout_ms` ago (its replica died). Only one caller wins.
+    TryProbe {
+        /// The destination's cooldown.
+        cooldown_ms: i64,
+        /// How long a probe may take.
+        probe_timeout_ms: i64,
+        /// Now, unix ms.
+        now: i64,
+    },
+    /// The probe was not attempted after all: open again, ready for another probe.
+    ReleaseProbe,
+}
+
+/// A claim of one destination's due deliveries.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    /// Destination namespace.
+    pub namespace: String,
+    /// Destination name.
+    pub destination: String,
+    /// Most deliveries to take (the destination's free slots).
+    pub limit: u32,
+    /// Lease end, unix ms.
+    pub lease_until: i64,
 }
 
 /// A request to retry deliveries by hand.

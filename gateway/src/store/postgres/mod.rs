@@ -22,9 +22,9 @@ use sqlx::{ConnectOptions, PgPool};
 use tracing::warn;
 
 use super::model::{
-    AttemptQuery, CircuitRow, ClaimFilter, Completion, CounterKey, Counters, DedupClaim,
-    DeliveryState, EventQuery, InsertOutcome, Job, ManualRetry, NewDelivery, QueueDepth,
-    SharedEvent, StoredAttempt, StoredEvent,
+    AttemptQuery, CircuitChange, CircuitRow, ClaimRequest, Completion, CounterKey, Counters,
+    DedupClaim, DeliveryState, EventQuery, InsertOutcome, Job, ManualRetry, NewDelivery,
+    QueueDepth, SharedEvent, StoredAttempt, StoredEvent,
 };
 use super::{error_chain, Store, StoreError};
 use crate::clock::now_ms;
@@ -105,17 +105,10 @@ impl Store for PgStore {
         self.writer.complete(completions).await
     }
 
-    async fn claim(
-        &self,
-        limit: u32,
-        lease_until: i64,
-        filter: ClaimFilter,
-    ) -> Result<Vec<Job>, StoreError> {
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Job>, StoreError> {
         let now = now_ms();
         let claim = queue::Claim {
-            limit,
-            lease_until,
-            filter: &filter,
+            request: &request,
             replica: &self.replica,
             now,
             stale_before: now - REPLICA_STALE_MS,
@@ -123,12 +116,26 @@ impl Store for PgStore {
         queue::claim(&self.pool, &claim).await
     }
 
+    async fn due_destinations(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let now = now_ms();
+        queue::due_destinations(&self.pool, now, now - REPLICA_STALE_MS).await
+    }
+
+    async fn live_replicas(&self) -> Result<u32, StoreError> {
+        queue::live_replicas(&self.pool, now_ms() - REPLICA_STALE_MS).await
+    }
+
     async fn retry(&self, request: ManualRetry) -> Result<Option<DeliveryState>, StoreError> {
         queue::manual_retry(&self.pool, &request, now_ms()).await
     }
 
-    fn save_circuit(&self, row: CircuitRow) {
-        self.writer.save_circuit(row);
+    async fn change_circuit(
+        &self,
+        namespace: &str,
+        destination: &str,
+        change: CircuitChange,
+    ) -> Result<Option<CircuitRow>, StoreError> {
+        queue::change_circuit(&self.pool, namespace, destination, change).await
     }
 
     async fn prune(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
@@ -170,11 +177,6 @@ impl Store for PgStore {
 
     async fn circuits(&self) -> Result<Vec<CircuitRow>, StoreError> {
         read::circuits(&self.pool).await
-    }
-
-    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let now = now_ms();
-        queue::next_due(&self.pool, now, now - REPLICA_STALE_MS).await
     }
 
     async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {

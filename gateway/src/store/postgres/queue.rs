@@ -1,21 +1,21 @@
-//! The delivery queue on PostgreSQL, shared by every replica: claims with leases, the next
-//! due time, manual retries, retention, and the replicas' heartbeats. Each function is one
+//! The delivery queue on PostgreSQL, shared by every replica: claims with leases, the
+//! destinations with due work, circuits, manual retries, retention, and the replicas'
+//! heartbeats. Each function is one
 //! transaction of its own on the pool.
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::store::model::{ClaimFilter, DeliveryState, EventStatus, Job, ManualRetry};
+use crate::store::circuit_sql::{self, Params};
+use crate::store::model::{
+    CircuitChange, CircuitRow, ClaimRequest, DeliveryState, EventStatus, Job, ManualRetry,
+};
 use crate::store::StoreError;
 
 /// A claim's parameters.
 pub(super) struct Claim<'a> {
-    /// Most deliveries to take.
-    pub limit: u32,
-    /// Lease end, unix ms.
-    pub lease_until: i64,
-    /// Which deliveries may be taken.
-    pub filter: &'a ClaimFilter,
+    /// What to take.
+    pub request: &'a ClaimRequest,
     /// The replica claiming.
     pub replica: &'a str,
     /// Now, unix ms.
@@ -53,37 +53,26 @@ pub(super) fn job_from(r: &PgRow) -> Result<Job, StoreError> {
     })
 }
 
-/// Claims up to `c.limit` deliveries, oldest first; rows another replica is claiming at the
-/// same moment are skipped, not waited for.
+/// Claims up to `c.request.limit` deliveries of one destination, oldest first; rows another
+/// replica is claiming at the same moment are skipped, not waited for.
 pub(super) async fn claim(pool: &PgPool, c: &Claim<'_>) -> Result<Vec<Job>, StoreError> {
+    let r = c.request;
     let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new("UPDATE deliveries SET state = ");
     qb.push_bind(DeliveryState::Inflight.as_str())
         .push(", lease_until = ")
-        .push_bind(c.lease_until)
+        .push_bind(r.lease_until)
         .push(", claimed_by = ")
         .push_bind(c.replica)
         .push(", updated_at = ")
         .push_bind(c.now)
-        .push(" WHERE seq IN (SELECT d.seq FROM deliveries d WHERE ");
+        .push(" WHERE seq IN (SELECT d.seq FROM deliveries d WHERE d.namespace = ")
+        .push_bind(&r.namespace)
+        .push(" AND d.destination = ")
+        .push_bind(&r.destination)
+        .push(" AND ");
     push_claimable(&mut qb, c.now, c.stale_before);
-    if let Some(due_by) = c.filter.due_by {
-        qb.push(" AND d.due_at <= ").push_bind(due_by);
-    }
-    if let Some((ns, dest)) = &c.filter.only {
-        qb.push(" AND d.namespace = ")
-            .push_bind(ns)
-            .push(" AND d.destination = ")
-            .push_bind(dest);
-    }
-    for (ns, dest) in &c.filter.exclude {
-        qb.push(" AND NOT (d.namespace = ")
-            .push_bind(ns)
-            .push(" AND d.destination = ")
-            .push_bind(dest)
-            .push(")");
-    }
     qb.push(" ORDER BY d.due_at, d.seq LIMIT ")
-        .push_bind(i64::from(c.limit))
+        .push_bind(i64::from(r.limit))
         .push(" FOR UPDATE SKIP LOCKED)");
     qb.push(" RETURNING id, event_id, namespace, destination, route_kind, route, attempts, round_attempts, due_at, seq");
     let rows = qb.build().fetch_all(pool).await?;
@@ -96,27 +85,55 @@ pub(super) async fn claim(pool: &PgPool, c: &Claim<'_>) -> Result<Vec<Job>, Stor
     Ok(jobs.into_iter().map(|(_, _, j)| j).collect())
 }
 
-/// When the next delivery falls due: the earliest pending due time, the earliest lease end,
-/// or now when a gone replica holds claims.
-pub(super) async fn next_due(
+/// Destinations with deliveries due: pending and due, or claimed by a replica whose lease ran
+/// out or whose heartbeat stopped.
+pub(super) async fn due_destinations(
     pool: &PgPool,
     now: i64,
     stale_before: i64,
-) -> Result<Option<i64>, StoreError> {
-    let due: Option<i64> = sqlx::query_scalar(
-        "SELECT LEAST(
-             (SELECT MIN(due_at) FROM deliveries WHERE state = $1),
-             (SELECT MIN(CASE WHEN EXISTS (SELECT 1 FROM replicas r WHERE r.id = d.claimed_by AND r.last_seen >= $3)
-                              THEN d.lease_until ELSE $4 END)
-                FROM deliveries d WHERE d.state = $2))",
-    )
-    .bind(DeliveryState::Pending.as_str())
-    .bind(DeliveryState::Inflight.as_str())
-    .bind(stale_before)
-    .bind(now)
-    .fetch_one(pool)
-    .await?;
-    Ok(due)
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut qb: QueryBuilder<'_, Postgres> =
+        QueryBuilder::new("SELECT DISTINCT d.namespace, d.destination FROM deliveries d WHERE ");
+    push_claimable(&mut qb, now, stale_before);
+    let rows = qb.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("namespace")?, r.try_get("destination")?)))
+        .collect()
+}
+
+/// Replicas whose heartbeat is recent (at least 1: this one).
+pub(super) async fn live_replicas(pool: &PgPool, stale_before: i64) -> Result<u32, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replicas WHERE last_seen >= $1")
+        .bind(stale_before)
+        .fetch_one(pool)
+        .await?;
+    Ok(u32::try_from(n).unwrap_or(1).max(1))
+}
+
+/// Changes a circuit in one statement.
+pub(super) async fn change_circuit(
+    pool: &PgPool,
+    namespace: &str,
+    destination: &str,
+    change: CircuitChange,
+) -> Result<Option<CircuitRow>, StoreError> {
+    let (sql, params) = circuit_sql::statement(change);
+    let query = sqlx::query(sql).bind(namespace).bind(destination);
+    let query = match params {
+        Params::Failure {
+            was_probe,
+            threshold,
+            now,
+        } => query.bind(was_probe).bind(threshold).bind(now),
+        Params::Key => query,
+        Params::TryProbe {
+            now,
+            cooldown_ms,
+            probe_timeout_ms,
+        } => query.bind(now).bind(cooldown_ms).bind(probe_timeout_ms),
+    };
+    let row = query.fetch_optional(pool).await?;
+    row.as_ref().map(super::read::circuit_from).transpose()
 }
 
 /// Records that `replica` is alive, and forgets replicas gone for an hour.

@@ -165,22 +165,24 @@ pub(super) async fn attempt(pool: &PgPool, id: &str) -> Result<Option<StoredAtte
     row.as_ref().map(attempt_from).transpose()
 }
 
+/// A circuit from its row.
+pub(super) fn circuit_from(r: &PgRow) -> Result<CircuitRow, StoreError> {
+    Ok(CircuitRow {
+        namespace: r.try_get("namespace")?,
+        destination: r.try_get("destination")?,
+        state: r.try_get::<&str, _>("state")?.parse()?,
+        consecutive_failures: count(r, "consecutive_failures")?,
+        opened_at: r.try_get("opened_at")?,
+        last_failure_at: r.try_get("last_failure_at")?,
+        probe_at: r.try_get("probe_at")?,
+    })
+}
+
 pub(super) async fn circuits(pool: &PgPool) -> Result<Vec<CircuitRow>, StoreError> {
     let rows = sqlx::query("SELECT * FROM circuits")
         .fetch_all(pool)
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(CircuitRow {
-                namespace: r.try_get("namespace")?,
-                destination: r.try_get("destination")?,
-                state: r.try_get::<&str, _>("state")?.parse()?,
-                consecutive_failures: count(r, "consecutive_failures")?,
-                opened_at: r.try_get("opened_at")?,
-                last_failure_at: r.try_get("last_failure_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(circuit_from).collect()
 }
 
 pub(super) async fn queue_depths(pool: &PgPool) -> Result<Vec<QueueDepth>, StoreError> {

@@ -1,5 +1,5 @@
-//! The PostgreSQL writer: one task that commits ingest inserts, delivery completions and
-//! circuit saves in groups, in call order. Requests queue while a transaction commits and the
+//! The PostgreSQL writer: one task that commits ingest inserts and delivery completions in
+//! groups, in call order. Requests queue while a transaction commits and the
 //! next takes all of them, with multi-row statements, so a commit costs a few round trips
 //! whatever the number of events in it.
 //!
@@ -17,8 +17,8 @@ use tracing::warn;
 use super::queue::event_status_update;
 use crate::clock::now_ms;
 use crate::store::model::{
-    CircuitRow, Completion, DedupClaim, DeliveryState, EventStatus, InsertOutcome, NewDelivery,
-    NewEvent, ObjectKind, SharedEvent,
+    Completion, DedupClaim, DeliveryState, EventStatus, InsertOutcome, NewDelivery, NewEvent,
+    ObjectKind, SharedEvent,
 };
 use crate::store::{detail_json, error_chain, headers_json, StoreError};
 
@@ -43,7 +43,6 @@ enum Op {
         reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
     },
     Complete(Vec<Completion>),
-    SaveCircuit(CircuitRow),
     Flush(oneshot::Sender<()>),
 }
 
@@ -83,13 +82,6 @@ impl Writer {
             .send(Op::Complete(completions))
             .await
             .map_err(|_| StoreError::WriterGone)
-    }
-
-    pub fn save_circuit(&self, row: CircuitRow) {
-        if let Err(mpsc::error::TrySendError::Full(op)) = self.tx.try_send(Op::SaveCircuit(row)) {
-            let tx = self.tx.clone();
-            tokio::spawn(async move { tx.send(op).await.ok() });
-        }
     }
 
     pub async fn flush(&self) {
@@ -140,7 +132,6 @@ struct Insert {
 struct Group {
     inserts: Vec<Insert>,
     completions: Vec<Completion>,
-    circuits: Vec<CircuitRow>,
     flushes: Vec<oneshot::Sender<()>>,
 }
 
@@ -164,7 +155,6 @@ impl Group {
                     reply,
                 }),
                 Op::Complete(list) => group.completions.extend(list),
-                Op::SaveCircuit(row) => group.circuits.push(row),
                 Op::Flush(reply) => group.flushes.push(reply),
             }
         }
@@ -176,7 +166,7 @@ impl Group {
         let inserts: Vec<Parts<'_>> = self.inserts.iter().map(Parts::of).collect();
         let mut result = Err(StoreError::WriterGone);
         for _ in 0..=CONFLICT_RETRIES {
-            result = write(pool, replica, &inserts, &self.completions, &self.circuits).await;
+            result = write(pool, replica, &inserts, &self.completions).await;
             match &result {
                 Err(e) if is_conflict(e) => continue,
                 _ => break,
@@ -189,16 +179,11 @@ impl Group {
                 }
                 Vec::new()
             }
-            Err(e) if self.inserts.len() + self.completions.len() + self.circuits.len() <= 1 => {
+            Err(e) if self.inserts.len() + self.completions.len() <= 1 => {
                 fail_all(self.inserts, &e);
-                if !self.circuits.is_empty() {
-                    warn!(error = %error_chain(&e), "cannot save a circuit");
-                }
                 self.completions
             }
-            Err(_) => {
-                one_by_one(pool, replica, self.inserts, self.completions, self.circuits).await
-            }
+            Err(_) => one_by_one(pool, replica, self.inserts, self.completions).await,
         };
         for flush in self.flushes {
             let _ = flush.send(());
@@ -239,11 +224,10 @@ async fn one_by_one(
     replica: &str,
     inserts: Vec<Insert>,
     completions: Vec<Completion>,
-    circuits: Vec<CircuitRow>,
 ) -> Vec<Completion> {
     for insert in inserts {
         let parts = [Parts::of(&insert)];
-        match write(pool, replica, &parts, &[], &[]).await {
+        match write(pool, replica, &parts, &[]).await {
             Ok(mut outcome) => {
                 let outcome = outcome.pop().unwrap_or(InsertOutcome::Stored);
                 let _ = insert.reply.send(Ok(outcome));
@@ -251,14 +235,9 @@ async fn one_by_one(
             Err(e) => fail_all(vec![insert], &e),
         }
     }
-    for row in circuits {
-        if let Err(e) = write(pool, replica, &[], &[], std::slice::from_ref(&row)).await {
-            warn!(error = %error_chain(&e), "cannot save a circuit");
-        }
-    }
     let mut unwritten = Vec::new();
     for c in completions {
-        if write(pool, replica, &[], std::slice::from_ref(&c), &[])
+        if write(pool, replica, &[], std::slice::from_ref(&c))
             .await
             .is_err()
         {
@@ -278,14 +257,13 @@ fn is_conflict(e: &StoreError) -> bool {
     }
 }
 
-/// One transaction: dedup claims, events and deliveries, completions, totals, circuits.
+/// One transaction: dedup claims, events and deliveries, completions, totals.
 /// Returns each insert's outcome.
 async fn write(
     pool: &PgPool,
     replica: &str,
     inserts: &[Parts<'_>],
     completions: &[Completion],
-    circuits: &[CircuitRow],
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
@@ -306,9 +284,6 @@ async fn write(
     insert_deliveries(&mut tx, &stored, replica, now).await?;
     record_completions(&mut tx, completions, replica, now).await?;
     add_counters(&mut tx, &stored, completions).await?;
-    for row in circuits {
-        save_circuit(&mut tx, row).await?;
-    }
     tx.commit().await?;
     Ok(outcomes)
 }
@@ -568,24 +543,5 @@ async fn add_counters(
             last_at = GREATEST(COALESCE(counters.last_at, 0), excluded.last_at)",
     );
     qb.build().execute(&mut **tx).await?;
-    Ok(())
-}
-
-async fn save_circuit(tx: &mut Tx, row: &CircuitRow) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO circuits (namespace, destination, state, consecutive_failures, opened_at, last_failure_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (namespace, destination) DO UPDATE SET state = excluded.state,
-             consecutive_failures = excluded.consecutive_failures, opened_at = excluded.opened_at,
-             last_failure_at = excluded.last_failure_at",
-    )
-    .bind(&row.namespace)
-    .bind(&row.destination)
-    .bind(row.state.as_str())
-    .bind(i64::from(row.consecutive_failures))
-    .bind(row.opened_at)
-    .bind(row.last_failure_at)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }

@@ -16,11 +16,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, SqlitePool};
 
 use super::model::{
-    AttemptQuery, CircuitRow, ClaimFilter, Completion, CounterKey, Counters, DedupClaim,
-    DeliveryState, EventQuery, InsertOutcome, Job, ManualRetry, NewDelivery, QueueDepth,
-    SharedEvent, StoredAttempt, StoredEvent,
+    AttemptQuery, CircuitChange, CircuitRow, ClaimRequest, Completion, CounterKey, Counters,
+    DedupClaim, DeliveryState, EventQuery, InsertOutcome, Job, ManualRetry, NewDelivery,
+    QueueDepth, SharedEvent, StoredAttempt, StoredEvent,
 };
 use super::{Store, StoreError};
+use crate::clock::now_ms;
 use writer::Writer;
 
 /// When a SQLite commit counts as done.
@@ -91,21 +92,31 @@ impl Store for SqliteStore {
         self.writer.complete(completions).await
     }
 
-    async fn claim(
-        &self,
-        limit: u32,
-        lease_until: i64,
-        filter: ClaimFilter,
-    ) -> Result<Vec<Job>, StoreError> {
-        self.writer.claim(limit, lease_until, filter).await
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Job>, StoreError> {
+        self.writer.claim(request).await
+    }
+
+    async fn due_destinations(&self) -> Result<Vec<(String, String)>, StoreError> {
+        read::due_destinations(&self.read, now_ms()).await
+    }
+
+    async fn live_replicas(&self) -> Result<u32, StoreError> {
+        Ok(1)
     }
 
     async fn retry(&self, request: ManualRetry) -> Result<Option<DeliveryState>, StoreError> {
         self.writer.retry(request).await
     }
 
-    fn save_circuit(&self, row: CircuitRow) {
-        self.writer.save_circuit(row);
+    async fn change_circuit(
+        &self,
+        namespace: &str,
+        destination: &str,
+        change: CircuitChange,
+    ) -> Result<Option<CircuitRow>, StoreError> {
+        self.writer
+            .change_circuit(namespace, destination, change)
+            .await
     }
 
     async fn prune(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
@@ -147,10 +158,6 @@ impl Store for SqliteStore {
 
     async fn circuits(&self) -> Result<Vec<CircuitRow>, StoreError> {
         read::circuits(&self.read).await
-    }
-
-    async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        read::next_due(&self.read).await
     }
 
     async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {

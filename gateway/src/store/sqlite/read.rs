@@ -183,39 +183,43 @@ pub(super) async fn attempt(
     row.as_ref().map(attempt_from).transpose()
 }
 
+/// A circuit from its row.
+pub(super) fn circuit_from(r: &SqliteRow) -> Result<CircuitRow, StoreError> {
+    Ok(CircuitRow {
+        namespace: r.try_get("namespace")?,
+        destination: r.try_get("destination")?,
+        state: r.try_get::<&str, _>("state")?.parse()?,
+        consecutive_failures: count(r, "consecutive_failures")?,
+        opened_at: r.try_get("opened_at")?,
+        last_failure_at: r.try_get("last_failure_at")?,
+        probe_at: r.try_get("probe_at")?,
+    })
+}
+
 pub(super) async fn circuits(pool: &SqlitePool) -> Result<Vec<CircuitRow>, StoreError> {
     let rows = sqlx::query("SELECT * FROM circuits")
         .fetch_all(pool)
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(CircuitRow {
-                namespace: r.try_get("namespace")?,
-                destination: r.try_get("destination")?,
-                state: r.try_get::<&str, _>("state")?.parse()?,
-                consecutive_failures: count(r, "consecutive_failures")?,
-                opened_at: r.try_get("opened_at")?,
-                last_failure_at: r.try_get("last_failure_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(circuit_from).collect()
 }
 
-pub(super) async fn next_due(pool: &SqlitePool) -> Result<Option<i64>, StoreError> {
-    let pending: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(due_at) FROM deliveries WHERE state = ?")
-            .bind(DeliveryState::Pending.as_str())
-            .fetch_one(pool)
-            .await?;
-    let leased: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(lease_until) FROM deliveries WHERE state = ?")
-            .bind(DeliveryState::Inflight.as_str())
-            .fetch_one(pool)
-            .await?;
-    Ok(match (pending, leased) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+pub(super) async fn due_destinations(
+    pool: &SqlitePool,
+    now: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT namespace, destination FROM deliveries WHERE state = ? AND due_at <= ?
+         UNION SELECT DISTINCT namespace, destination FROM deliveries WHERE state = ? AND lease_until < ?",
+    )
+    .bind(DeliveryState::Pending.as_str())
+    .bind(now)
+    .bind(DeliveryState::Inflight.as_str())
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("namespace")?, r.try_get("destination")?)))
+        .collect()
 }
 
 pub(super) async fn queue_depths(pool: &SqlitePool) -> Result<Vec<QueueDepth>, StoreError> {

@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use crate::clock::now_ms;
+use crate::store::circuit_sql::{self, Params};
 use crate::store::model::{
-    CircuitRow, ClaimFilter, Completion, DedupClaim, DeliveryState, EventStatus, InsertOutcome,
-    Job, ManualRetry, NewDelivery, NewEvent, ObjectKind, Outcome,
+    CircuitChange, CircuitRow, ClaimRequest, Completion, DedupClaim, DeliveryState, EventStatus,
+    InsertOutcome, Job, ManualRetry, NewDelivery, NewEvent, ObjectKind, Outcome,
 };
 use crate::store::{detail_json, headers_json, StoreError};
 
@@ -31,16 +32,19 @@ enum Op {
     },
     Complete(Vec<Completion>),
     Claim {
-        limit: u32,
-        lease_until: i64,
-        filter: ClaimFilter,
+        request: ClaimRequest,
         reply: oneshot::Sender<Result<Vec<Job>, StoreError>>,
+    },
+    Circuit {
+        namespace: String,
+        destination: String,
+        change: CircuitChange,
+        reply: oneshot::Sender<Result<Option<CircuitRow>, StoreError>>,
     },
     Retry {
         request: ManualRetry,
         reply: oneshot::Sender<Result<Option<DeliveryState>, StoreError>>,
     },
-    SaveCircuit(CircuitRow),
     Prune {
         before: i64,
         limit: u32,
@@ -110,24 +114,27 @@ impl Writer {
             .map_err(|_| StoreError::WriterGone)
     }
 
-    /// Claims up to `limit` due deliveries, oldest first, leasing them until `lease_until`.
-    pub async fn claim(
-        &self,
-        limit: u32,
-        lease_until: i64,
-        filter: ClaimFilter,
-    ) -> Result<Vec<Job>, StoreError> {
+    /// Claims due deliveries of one destination.
+    pub async fn claim(&self, request: ClaimRequest) -> Result<Vec<Job>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.call(
-            Op::Claim {
-                limit,
-                lease_until,
-                filter,
-                reply,
-            },
-            rx,
-        )
-        .await
+        self.call(Op::Claim { request, reply }, rx).await
+    }
+
+    /// Changes a circuit.
+    pub async fn change_circuit(
+        &self,
+        namespace: &str,
+        destination: &str,
+        change: CircuitChange,
+    ) -> Result<Option<CircuitRow>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let op = Op::Circuit {
+            namespace: namespace.to_owned(),
+            destination: destination.to_owned(),
+            change,
+            reply,
+        };
+        self.call(op, rx).await
     }
 
     /// Retries by hand. Returns `None` when the delivery or event does not exist, or the
@@ -135,14 +142,6 @@ impl Writer {
     pub async fn retry(&self, request: ManualRetry) -> Result<Option<DeliveryState>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.call(Op::Retry { request, reply }, rx).await
-    }
-
-    /// Persists a circuit's state. Queued in call order, without waiting.
-    pub fn save_circuit(&self, row: CircuitRow) {
-        if let Err(mpsc::error::TrySendError::Full(op)) = self.tx.try_send(Op::SaveCircuit(row)) {
-            let tx = self.tx.clone();
-            tokio::spawn(async move { tx.send(op).await.ok() });
-        }
     }
 
     /// Deletes up to `limit` events received before `before` (unix ms) with their
@@ -203,6 +202,10 @@ enum Reply {
         InsertOutcome,
     ),
     Claim(oneshot::Sender<Result<Vec<Job>, StoreError>>, Vec<Job>),
+    Circuit(
+        oneshot::Sender<Result<Option<CircuitRow>, StoreError>>,
+        Option<CircuitRow>,
+    ),
     Retry(
         oneshot::Sender<Result<Option<DeliveryState>, StoreError>>,
         Option<DeliveryState>,
@@ -216,6 +219,7 @@ impl Reply {
         match self {
             Reply::Insert(tx, v) => drop(tx.send(Ok(v))),
             Reply::Claim(tx, v) => drop(tx.send(Ok(v))),
+            Reply::Circuit(tx, v) => drop(tx.send(Ok(v))),
             Reply::Retry(tx, v) => drop(tx.send(Ok(v))),
             Reply::Prune(tx, v) => drop(tx.send(Ok(v))),
         }
@@ -229,9 +233,10 @@ fn fail(op: Op, e: &StoreError) {
     match op {
         Op::Insert { reply, .. } => drop(reply.send(Err(err()))),
         Op::Claim { reply, .. } => drop(reply.send(Err(err()))),
+        Op::Circuit { reply, .. } => drop(reply.send(Err(err()))),
         Op::Retry { reply, .. } => drop(reply.send(Err(err()))),
         Op::Prune { reply, .. } => drop(reply.send(Err(err()))),
-        Op::Complete(_) | Op::SaveCircuit(_) => {}
+        Op::Complete(_) => {}
     }
 }
 
@@ -267,6 +272,7 @@ fn deliver_reply(op: Op, reply: Option<ReplyValue>) {
     let reply = match (op, reply) {
         (Op::Insert { reply, .. }, Some(ReplyValue::Insert(v))) => Reply::Insert(reply, v),
         (Op::Claim { reply, .. }, Some(ReplyValue::Claim(v))) => Reply::Claim(reply, v),
+        (Op::Circuit { reply, .. }, Some(ReplyValue::Circuit(v))) => Reply::Circuit(reply, v),
         (Op::Retry { reply, .. }, Some(ReplyValue::Retry(v))) => Reply::Retry(reply, v),
         (Op::Prune { reply, .. }, Some(ReplyValue::Prune(v))) => Reply::Prune(reply, v),
         _ => return,
@@ -277,6 +283,7 @@ fn deliver_reply(op: Op, reply: Option<ReplyValue>) {
 enum ReplyValue {
     Insert(InsertOutcome),
     Claim(Vec<Job>),
+    Circuit(Option<CircuitRow>),
     Retry(Option<DeliveryState>),
     Prune(u64),
 }
@@ -319,10 +326,7 @@ impl<'a> Statements<'a> {
 
 /// Whether an operation needs nothing back from the database but success.
 fn is_plain(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Insert { dedup: None, .. } | Op::Complete(_) | Op::SaveCircuit(_)
-    )
+    matches!(op, Op::Insert { dedup: None, .. } | Op::Complete(_))
 }
 
 async fn apply_all(
@@ -368,17 +372,20 @@ async fn apply_all(
                 }
                 Some(ReplyValue::Insert(outcome))
             }
-            Op::Complete(_) | Op::SaveCircuit(_) => {
+            Op::Complete(_) => {
                 plain.push(op);
                 None
             }
-            Op::Claim {
-                limit,
-                lease_until,
-                filter,
+            Op::Claim { request, .. } => {
+                Some(ReplyValue::Claim(claim(&mut tx, request, now).await?))
+            }
+            Op::Circuit {
+                namespace,
+                destination,
+                change,
                 ..
-            } => Some(ReplyValue::Claim(
-                claim(&mut tx, *limit, *lease_until, filter, now).await?,
+            } => Some(ReplyValue::Circuit(
+                change_circuit(&mut tx, namespace, destination, *change).await?,
             )),
             Op::Retry { request, .. } => Some(ReplyValue::Retry(
                 manual_retry(&mut tx, request, now).await?,
@@ -401,7 +408,6 @@ fn push_plain<'a>(st: &mut Statements<'a>, ops: &[&'a Op], now: i64) {
     let mut events: Vec<(&'a NewEvent, bool)> = Vec::new();
     let mut deliveries: Vec<(&'a NewEvent, &'a NewDelivery)> = Vec::new();
     let mut completions: Vec<&'a Completion> = Vec::new();
-    let mut circuits: Vec<&'a CircuitRow> = Vec::new();
     for op in ops {
         match op {
             Op::Insert {
@@ -414,17 +420,13 @@ fn push_plain<'a>(st: &mut Statements<'a>, ops: &[&'a Op], now: i64) {
                 deliveries.extend(ds.iter().map(|d| (event, d)));
             }
             Op::Complete(list) => completions.extend(list.iter()),
-            Op::SaveCircuit(row) => circuits.push(row),
-            Op::Claim { .. } | Op::Retry { .. } | Op::Prune { .. } => {}
+            Op::Claim { .. } | Op::Circuit { .. } | Op::Retry { .. } | Op::Prune { .. } => {}
         }
     }
     push_events(st, &events);
     push_deliveries(st, &deliveries, now);
     push_completions(st, &completions, now);
     push_counters(st, &events, &completions);
-    for row in circuits {
-        push_circuit(st, row);
-    }
 }
 
 /// Per Source: events received; per Destination: attempts that succeeded or failed and
@@ -592,18 +594,20 @@ fn push_deliveries<'a>(
 
 async fn claim(
     tx: &mut SqliteConnection,
-    limit: u32,
-    lease_until: i64,
-    filter: &ClaimFilter,
+    request: &ClaimRequest,
     now: i64,
 ) -> Result<Vec<Job>, StoreError> {
     let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("UPDATE deliveries SET state = ");
     qb.push_bind(DeliveryState::Inflight.as_str())
         .push(", lease_until = ")
-        .push_bind(lease_until)
+        .push_bind(request.lease_until)
         .push(", updated_at = ")
         .push_bind(now)
-        .push(" WHERE seq IN (SELECT seq FROM deliveries WHERE ((state = ")
+        .push(" WHERE seq IN (SELECT seq FROM deliveries WHERE namespace = ")
+        .push_bind(&request.namespace)
+        .push(" AND destination = ")
+        .push_bind(&request.destination)
+        .push(" AND ((state = ")
         .push_bind(DeliveryState::Pending.as_str())
         .push(" AND due_at <= ")
         .push_bind(now)
@@ -611,25 +615,8 @@ async fn claim(
         .push_bind(DeliveryState::Inflight.as_str())
         .push(" AND lease_until < ")
         .push_bind(now)
-        .push("))");
-    if let Some(due_by) = filter.due_by {
-        qb.push(" AND due_at <= ").push_bind(due_by);
-    }
-    if let Some((ns, dest)) = &filter.only {
-        qb.push(" AND namespace = ")
-            .push_bind(ns)
-            .push(" AND destination = ")
-            .push_bind(dest);
-    }
-    for (ns, dest) in &filter.exclude {
-        qb.push(" AND NOT (namespace = ")
-            .push_bind(ns)
-            .push(" AND destination = ")
-            .push_bind(dest)
-            .push(")");
-    }
-    qb.push(" ORDER BY due_at, seq LIMIT ")
-        .push_bind(i64::from(limit))
+        .push(")) ORDER BY due_at, seq LIMIT ")
+        .push_bind(i64::from(request.limit))
         .push(")");
     qb.push(" RETURNING id, event_id, namespace, destination, route_kind, route, attempts, round_attempts, due_at, seq");
     let rows = qb.build().fetch_all(&mut *tx).await?;
@@ -822,26 +809,30 @@ async fn manual_retry(
     }
 }
 
-fn push_circuit<'a>(st: &mut Statements<'a>, row: &'a CircuitRow) {
-    st.next(
-        "INSERT INTO circuits (namespace, destination, state, consecutive_failures, opened_at, last_failure_at) VALUES (",
-    )
-    .push_bind(&row.namespace)
-    .push(", ")
-    .push_bind(&row.destination)
-    .push(", ")
-    .push_bind(row.state.as_str())
-    .push(", ")
-    .push_bind(i64::from(row.consecutive_failures))
-    .push(", ")
-    .push_bind(row.opened_at)
-    .push(", ")
-    .push_bind(row.last_failure_at)
-    .push(
-        ") ON CONFLICT (namespace, destination) DO UPDATE SET state = excluded.state,
-             consecutive_failures = excluded.consecutive_failures, opened_at = excluded.opened_at,
-             last_failure_at = excluded.last_failure_at",
-    );
+async fn change_circuit(
+    tx: &mut SqliteConnection,
+    namespace: &str,
+    destination: &str,
+    change: CircuitChange,
+) -> Result<Option<CircuitRow>, StoreError> {
+    let (sql, params) = circuit_sql::statement(change);
+    let sql = circuit_sql::for_sqlite(sql);
+    let query = sqlx::query(&sql).bind(namespace).bind(destination);
+    let query = match params {
+        Params::Failure {
+            was_probe,
+            threshold,
+            now,
+        } => query.bind(was_probe).bind(threshold).bind(now),
+        Params::Key => query,
+        Params::TryProbe {
+            now,
+            cooldown_ms,
+            probe_timeout_ms,
+        } => query.bind(now).bind(cooldown_ms).bind(probe_timeout_ms),
+    };
+    let row = query.fetch_optional(&mut *tx).await?;
+    row.as_ref().map(super::read::circuit_from).transpose()
 }
 
 async fn prune(
