@@ -368,6 +368,23 @@ async fn a_failing_destination_shows_an_open_circuit_and_the_annotation_resets_i
     assert_eq!(destination["status"]["deliveries"]["failed"], 2);
     let table = ns.kubectl_ok(&["get", "destination", "out"]);
     assert!(table.contains("Open"), "{table}");
+    // The condition says so, beside the operator's own conditions, and a Warning Event too.
+    let (status, reason, message) = eventually("CircuitOpen=True", SLOW, || {
+        ns.condition("destination", "out", "CircuitOpen")
+            .filter(|(status, _, _)| status == "True")
+    })
+    .await;
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Open"));
+    assert!(message.contains("2 consecutive failures"), "{message}");
+    assert_eq!(
+        ns.condition("destination", "out", "Ready").unwrap().0,
+        "True"
+    );
+    eventually("a CircuitOpen Warning Event", SLOW, || {
+        let events = ns.kubectl_ok(&["get", "events", "--field-selector", "type=Warning"]);
+        events.contains("CircuitOpen").then_some(())
+    })
+    .await;
     // While open, new deliveries wait instead of being attempted.
     let (status, _) = post(&ingest_url(&gw, &ns, "in"), r#"{"n":2}"#, &[]).await;
     assert_eq!(status, 200);
@@ -387,6 +404,12 @@ async fn a_failing_destination_shows_an_open_circuit_and_the_annotation_resets_i
             .get("hookstream.io/reset-circuit")
             .is_some();
         (d["status"]["circuit"]["state"] == "Closed" && !annotated).then_some(())
+    })
+    .await;
+    eventually("CircuitOpen=False and a CircuitClosed Event", SLOW, || {
+        let (status, _, _) = ns.condition("destination", "out", "CircuitOpen")?;
+        let events = ns.kubectl_ok(&["get", "events", "--field-selector", "type=Normal"]);
+        (status == "False" && events.contains("CircuitClosed")).then_some(())
     })
     .await;
     // The waiting delivery goes out once the circuit closes.

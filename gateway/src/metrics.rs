@@ -1,6 +1,8 @@
 //! Prometheus metrics of the gateway, on a registry of its own.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// Every metric the gateway exports. Cheap to clone.
 #[derive(Clone)]
@@ -17,8 +19,12 @@ pub struct Metrics {
     pub dead_lettered: IntCounterVec,
     /// Circuit state by destination: 0 closed, 1 open, 2 half-open.
     pub circuit_state: IntGaugeVec,
-    /// Deliveries waiting or in flight, by destination.
+    /// Deliveries waiting or in flight, by destination (0 for a destination with none).
     pub queue_depth: IntGaugeVec,
+    /// Age of the oldest delivery waiting or in flight, by destination (0 when none).
+    pub queue_oldest_age: GaugeVec,
+    /// Commits to the database that failed (a full disk, the database down).
+    pub storage_write_failures: IntCounter,
     /// Config reloads by result.
     pub config_reloads: IntCounterVec,
     /// Transform evaluations that failed, by destination and category.
@@ -63,6 +69,23 @@ impl Metrics {
         .expect("static metric definition is valid");
         r.register(Box::new(delivery_duration.clone()))
             .expect("each metric is registered once");
+        let queue_oldest_age = GaugeVec::new(
+            Opts::new(
+                "hookstream_gateway_queue_oldest_age_seconds",
+                "Age of the oldest delivery waiting or in flight (0 when none).",
+            ),
+            &["destination"],
+        )
+        .expect("static metric definition is valid");
+        r.register(Box::new(queue_oldest_age.clone()))
+            .expect("each metric is registered once");
+        let storage_write_failures = IntCounter::new(
+            "hookstream_gateway_storage_write_failures_total",
+            "Commits to the database that failed.",
+        )
+        .expect("static metric definition is valid");
+        r.register(Box::new(storage_write_failures.clone()))
+            .expect("each metric is registered once");
         Metrics {
             ingest_requests: counter(
                 &r,
@@ -95,6 +118,8 @@ impl Metrics {
                 "Deliveries waiting or in flight.",
                 &["destination"],
             ),
+            queue_oldest_age,
+            storage_write_failures,
             config_reloads: counter(
                 &r,
                 "hookstream_gateway_config_reloads_total",

@@ -55,6 +55,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     watch_config(&settings, cluster.as_ref(), config_tx, &metrics).await;
     tokio::spawn(crate::housekeeping::run(
         store.clone(),
+        config_rx.clone(),
         metrics.clone(),
         settings.retention,
         shutdown_rx.clone(),

@@ -815,8 +815,8 @@ spec: {{source: in, destination: held}}
             "hookstream_gateway_queue_depth",
             &[("destination", "t/ok")]
         ),
-        None,
-        "nothing waits for t/ok"
+        Some(0.0),
+        "nothing waits for t/ok: the gauge reads 0, it is not absent"
     );
 }
 

@@ -250,3 +250,61 @@ async fn events_of_senders_that_hung_up_are_still_delivered() {
         .collect();
     wait_delivered(&receiver, &stored, Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_gauges_show_every_destination_and_the_oldest_wait() {
+    let down = Receiver::start().await;
+    down.set_default(Answer::status(503));
+    let idle = Receiver::start().await;
+    let manifests = format!(
+        "{SOURCE}{}{}",
+        destination(
+            "down",
+            &down.url,
+            "  circuitBreaker: {failureThreshold: 2, cooldown: 1h}\n"
+        ),
+        // A destination no route sends to: its queue is empty.
+        destination("idle", &idle.url, "").replace(
+            "spec: {source: in, destination: idle}",
+            "spec: {source: in, destination: idle, filters: [{field: body.never, op: exists}]}"
+        )
+    );
+    let gw = Gateway::start(&manifests).await;
+    send(&gw, 5).await;
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let text = gw.metrics().await;
+        let depth = |d: &str| {
+            common::metric(
+                &text,
+                "hookstream_gateway_queue_depth",
+                &[("destination", d)],
+            )
+        };
+        let age = common::metric(
+            &text,
+            "hookstream_gateway_queue_oldest_age_seconds",
+            &[("destination", "t/down")],
+        );
+        if depth("t/down") == Some(5.0) && age.is_some_and(|a| a >= 1.0) {
+            assert_eq!(
+                depth("t/idle"),
+                Some(0.0),
+                "an empty queue reads 0, not absent"
+            );
+            let idle_age = common::metric(
+                &text,
+                "hookstream_gateway_queue_oldest_age_seconds",
+                &[("destination", "t/idle")],
+            );
+            assert_eq!(idle_age, Some(0.0));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue gauges: {depth:?} {age:?}",
+            depth = depth("t/down")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

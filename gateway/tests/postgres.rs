@@ -415,3 +415,41 @@ async fn replicas_share_one_circuit_per_destination() {
     let got = receiver.wait_for(5, Duration::from_secs(5)).await;
     assert_eq!(got[4].status, 200);
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: HOOKSTREAM_TEST_POSTGRES"]
+async fn once_per_gateway_tasks_run_on_one_replica_at_a_time() {
+    server();
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::new_database(dir.path()).await;
+    let options = hookstream_gateway::store::Options {
+        sqlite_sync: hookstream_gateway::store::sqlite::SqliteSync::Full,
+    };
+    let a = hookstream_gateway::store::open(&url, options)
+        .await
+        .unwrap();
+    let b = hookstream_gateway::store::open(&url, options)
+        .await
+        .unwrap();
+    assert!(
+        a.lead("retention", 60_000).await.unwrap(),
+        "the first takes the term"
+    );
+    assert!(
+        !b.lead("retention", 60_000).await.unwrap(),
+        "the other waits"
+    );
+    assert!(
+        a.lead("retention", 60_000).await.unwrap(),
+        "the holder renews"
+    );
+    assert!(
+        b.lead("other-task", 60_000).await.unwrap(),
+        "terms are per task"
+    );
+    // A term that ran out passes to whoever asks.
+    assert!(a.lead("short", 1).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(b.lead("short", 60_000).await.unwrap());
+    assert_eq!(b.live_replicas().await.unwrap(), 2, "both replicas beat");
+}

@@ -1,6 +1,7 @@
 //! Runtime status written back onto the resources with the gateway's own server-side-apply
 //! field manager: on Sources the events received and the last receive time, on Destinations
-//! the circuit, the delivery counters and the last attempt time. The totals come from the
+//! the circuit (also as the `CircuitOpen` condition, with a Warning Event when it opens and
+//! a Normal one when it closes), the delivery counters and the last attempt time. The totals come from the
 //! database (so they survive restarts and agree across replicas); one replica, the holder
 //! of a Lease, writes them, only when they changed and at most once per interval per object.
 
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use hookstream_crds::config::ObjectKey;
 use hookstream_crds::v1alpha1::{Destination, Source};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Api;
 use kube_lease_manager::LeaseManagerBuilder;
 use serde_json::{json, Value};
@@ -18,9 +21,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::{Cluster, FIELD_MANAGER, STATUS_LEASE};
-use crate::clock::rfc3339_seconds;
+use crate::clock::{now_ms, rfc3339_seconds};
 use crate::config::ConfigHandle;
-use crate::delivery::circuit::Circuits;
+use crate::delivery::circuit::{Circuits, View};
 use crate::store::{
     CircuitState as State, CounterKey, Counters, ObjectKind, SharedStore, StoreError,
 };
@@ -56,8 +59,16 @@ pub async fn run(cluster: Cluster, sources: Sources, mut shutdown: watch::Receiv
         }
     };
     let (mut leader, task) = lease.watch().await;
+    let recorder = Recorder::new(
+        cluster.client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(cluster.identity.clone()),
+        },
+    );
     // What was last written, by object: write again only on a change.
     let mut written: HashMap<(&'static str, ObjectKey), Value> = HashMap::new();
+    let mut reports = CircuitReports::default();
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -71,6 +82,7 @@ pub async fn run(cluster: Cluster, sources: Sources, mut shutdown: watch::Receiv
                 info!(leading, "status Lease {}", if leading { "acquired" } else { "lost" });
                 // A new term starts from what is in the cluster, not from memory.
                 written.clear();
+                reports = CircuitReports::default();
                 continue;
             }
             _ = tick.tick() => {}
@@ -78,16 +90,27 @@ pub async fn run(cluster: Cluster, sources: Sources, mut shutdown: watch::Receiv
         if !*leader.borrow() {
             continue;
         }
-        if let Err(e) = write_changes(&cluster, &sources, &mut written).await {
-            warn!(error = %e, "cannot read the totals for status");
+        match write_changes(&cluster, &sources, &mut written, &mut reports).await {
+            Ok(transitions) => {
+                for (key, open, message) in transitions {
+                    circuit_event(&recorder, &key, open, message).await;
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the totals for status"),
         }
     }
     drop(leader);
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }
 
-/// The status every configured object should have.
-async fn desired(sources: &Sources) -> Result<Vec<((&'static str, ObjectKey), Value)>, StoreError> {
+/// A circuit that opened (`true`) or closed since the last look, with the words for its Event.
+type Transition = (ObjectKey, bool, String);
+
+/// The status every configured object should have, and the circuits that changed.
+async fn desired(
+    sources: &Sources,
+    reports: &mut CircuitReports,
+) -> Result<(Vec<((&'static str, ObjectKey), Value)>, Vec<Transition>), StoreError> {
     let totals: HashMap<CounterKey, Counters> =
         sources.store.counters().await?.into_iter().collect();
     let total = |kind: ObjectKind, key: &ObjectKey| {
@@ -98,6 +121,8 @@ async fn desired(sources: &Sources) -> Result<Vec<((&'static str, ObjectKey), Va
     };
     let config = sources.config.borrow().clone();
     let mut desired: Vec<((&'static str, ObjectKey), Value)> = Vec::new();
+    let mut transitions = Vec::new();
+    let now = now_ms();
     for key in config.sources.keys() {
         let t = total(ObjectKind::Source, key);
         desired.push((("Source", key.clone()), source_status(&t)));
@@ -105,20 +130,110 @@ async fn desired(sources: &Sources) -> Result<Vec<((&'static str, ObjectKey), Va
     for key in config.destinations.keys() {
         let t = total(ObjectKind::Destination, key);
         let view = sources.circuits.view(key);
-        desired.push((
-            ("Destination", key.clone()),
-            destination_status(&t, view.state, view.failure_count),
-        ));
+        let mut status = destination_status(&t, view.state, view.failure_count);
+        let (condition, changed) = reports.observe(key, &view, now);
+        if let Some(open) = changed {
+            let message = condition["message"].as_str().unwrap_or_default().to_owned();
+            transitions.push((key.clone(), open, message));
+        }
+        status["conditions"] = json!([condition]);
+        desired.push((("Destination", key.clone()), status));
     }
-    Ok(desired)
+    Ok((desired, transitions))
+}
+
+/// How old an opening may be and still get its Event when this writer first sees it.
+const RECENT_MS: i64 = 60_000;
+
+/// Each destination's circuit as last reported: whether it was open, and since when.
+#[derive(Default)]
+struct CircuitReports {
+    seen: HashMap<ObjectKey, (bool, i64)>,
+}
+
+impl CircuitReports {
+    /// The `CircuitOpen` condition of `key` now, and `Some(open)` when the circuit opened or
+    /// closed since the last look.
+    fn observe(&mut self, key: &ObjectKey, view: &View, now: i64) -> (Value, Option<bool>) {
+        let open = view.state != State::Closed;
+        let (since, changed) = match self.seen.get(key) {
+            Some((was, since)) if *was == open => (*since, None),
+            Some(_) => (now, Some(open)),
+            // Opened before this writer first looked (a new term, a fresh start): still news
+            // when it is recent.
+            None if open => {
+                let opened = view.opened_at.unwrap_or(now);
+                let recent = now.saturating_sub(opened) <= RECENT_MS;
+                (opened, recent.then_some(true))
+            }
+            None => (now, None),
+        };
+        self.seen.insert(key.clone(), (open, since));
+        (circuit_condition(view, since), changed)
+    }
+}
+
+/// The `CircuitOpen` condition the gateway owns on a Destination (the operator owns the
+/// others; server-side apply merges them by type).
+fn circuit_condition(view: &View, since: i64) -> Value {
+    let (status, reason, message) = match view.state {
+        State::Open => (
+            "True",
+            "Open",
+            format!(
+                "{} consecutive failures opened the circuit: deliveries wait (they are not dropped) until a probe succeeds after the cooldown, or the hookstream.io/reset-circuit annotation resets it",
+                view.failure_count
+            ),
+        ),
+        State::HalfOpen => (
+            "True",
+            "HalfOpen",
+            "the cooldown is over and one probe delivery is out; deliveries wait for its result".to_owned(),
+        ),
+        State::Closed => ("False", "Closed", "deliveries flow".to_owned()),
+    };
+    json!({
+        "type": "CircuitOpen",
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": rfc3339_seconds(since),
+    })
+}
+
+/// A Warning Event when a Destination's circuit opens, a Normal one when it closes.
+async fn circuit_event(recorder: &Recorder, key: &ObjectKey, open: bool, message: String) {
+    let event = Event {
+        type_: if open {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: if open { "CircuitOpen" } else { "CircuitClosed" }.to_owned(),
+        note: Some(message),
+        action: "Deliver".to_owned(),
+        secondary: None,
+    };
+    let reference = ObjectReference {
+        api_version: Some("hookstream.io/v1alpha1".to_owned()),
+        kind: Some("Destination".to_owned()),
+        name: Some(key.name.clone()),
+        namespace: Some(key.namespace.clone()),
+        ..ObjectReference::default()
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        warn!(destination = %key, error = %e, "cannot record an Event");
+    }
 }
 
 async fn write_changes(
     cluster: &Cluster,
     sources: &Sources,
     written: &mut HashMap<(&'static str, ObjectKey), Value>,
-) -> Result<(), StoreError> {
-    for (id, status) in desired(sources).await? {
+    reports: &mut CircuitReports,
+) -> Result<Vec<Transition>, StoreError> {
+    let (desired, transitions) = desired(sources, reports).await?;
+    for (id, status) in desired {
         if written.get(&id) == Some(&status) {
             continue;
         }
@@ -150,7 +265,7 @@ async fn write_changes(
             Err(e) => warn!(kind, object = %key, error = %e, "cannot write status"),
         }
     }
-    Ok(())
+    Ok(transitions)
 }
 
 fn source_status(t: &Counters) -> Value {
@@ -201,5 +316,51 @@ mod tests {
         assert_eq!(d["lastAttemptAt"], "2023-11-14T22:13:20Z");
         let s = source_status(&Counters::default());
         assert_eq!(s, json!({"eventsReceived": 0}));
+    }
+
+    fn view(state: State, opened_at: Option<i64>) -> View {
+        View {
+            state,
+            failure_count: 3,
+            last_failure_at: opened_at,
+            opened_at,
+        }
+    }
+
+    #[test]
+    fn circuit_condition_follows_the_circuit_and_reports_transitions_once() {
+        let key = ObjectKey::new("t", "d");
+        let mut reports = CircuitReports::default();
+        let (c, changed) = reports.observe(&key, &view(State::Closed, None), 1_000);
+        assert_eq!((c["status"].as_str(), changed), (Some("False"), None));
+        let (c, changed) = reports.observe(&key, &view(State::Open, Some(1_500)), 2_000);
+        assert_eq!(c["status"], "True");
+        assert_eq!(c["reason"], "Open");
+        assert!(c["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 consecutive failures"));
+        assert_eq!(changed, Some(true));
+        let (_, changed) = reports.observe(&key, &view(State::HalfOpen, Some(1_500)), 3_000);
+        assert_eq!(changed, None, "half-open is still not closed");
+        let (c, changed) = reports.observe(&key, &view(State::Closed, None), 4_000);
+        assert_eq!(
+            (c["status"].as_str(), changed),
+            (Some("False"), Some(false))
+        );
+        assert_eq!(c["lastTransitionTime"], "1970-01-01T00:00:04Z");
+    }
+
+    #[test]
+    fn an_opening_seen_first_is_news_only_when_recent() {
+        let key = ObjectKey::new("t", "d");
+        let now = 10 * RECENT_MS;
+        let mut fresh = CircuitReports::default();
+        let (_, changed) = fresh.observe(&key, &view(State::Open, Some(now - 1_000)), now);
+        assert_eq!(changed, Some(true));
+        let mut late = CircuitReports::default();
+        let (c, changed) = late.observe(&key, &view(State::Open, Some(now - 2 * RECENT_MS)), now);
+        assert_eq!(changed, None);
+        assert_eq!(c["status"], "True");
     }
 }

@@ -54,6 +54,39 @@ impl StoreError {
     }
 }
 
+/// Whether writes go through: set by every commit, read by readiness and metrics.
+#[derive(Debug, Default)]
+pub struct Health {
+    failing: std::sync::atomic::AtomicBool,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl Health {
+    /// A commit went through.
+    pub fn succeeded(&self) {
+        self.failing
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A commit failed.
+    pub fn failed(&self) {
+        self.failing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the last commit failed.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Commits that failed since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// An error and its causes in one line, for logs.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
@@ -110,11 +143,20 @@ pub trait Store: Send + Sync + 'static {
     /// deliveries and attempts, and expired dedup keys. Returns the events deleted.
     async fn prune(&self, before: i64, limit: u32) -> Result<u64, StoreError>;
 
+    /// Whether this replica runs the once-per-gateway `task` (retention) now. The first to
+    /// ask takes a term of `term_ms` and keeps it as long as it asks again before the end;
+    /// another takes over after that. An embedded store has one replica: always.
+    async fn lead(&self, task: &str, term_ms: i64) -> Result<bool, StoreError>;
+
     /// Waits until every write queued so far is committed. Used at shutdown.
     async fn flush(&self);
 
-    /// Whether the database answers.
+    /// Whether the database answers and, after a failed commit, takes writes again (it
+    /// tries one).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether writes go through.
+    fn health(&self) -> &Health;
 
     /// One event by id.
     async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;

@@ -496,6 +496,8 @@ pub struct QueueDepth {
     pub destination: String,
     /// Deliveries waiting or in flight.
     pub depth: i64,
+    /// When the oldest of them was created, unix ms.
+    pub oldest_created_at: Option<i64>,
 }
 
 /// An event shared between the writer, ingest's hand-off and workers.

@@ -26,7 +26,7 @@ use super::model::{
     DedupClaim, DeliveryState, EventQuery, InsertOutcome, Job, ManualRetry, NewDelivery,
     QueueDepth, SharedEvent, StoredAttempt, StoredEvent,
 };
-use super::{error_chain, Store, StoreError};
+use super::{error_chain, Health, Store, StoreError};
 use crate::clock::now_ms;
 use writer::Writer;
 
@@ -142,13 +142,26 @@ impl Store for PgStore {
         queue::prune(&self.pool, before, limit, now_ms()).await
     }
 
+    async fn lead(&self, task: &str, term_ms: i64) -> Result<bool, StoreError> {
+        queue::lead(&self.pool, task, &self.replica, now_ms(), term_ms).await
+    }
+
     async fn flush(&self) {
         self.writer.flush().await;
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        if self.writer.health().is_failing() {
+            // A write shows whether commits go through again.
+            queue::heartbeat(&self.pool, &self.replica, now_ms()).await?;
+            self.writer.health().succeeded();
+        }
         Ok(())
+    }
+
+    fn health(&self) -> &Health {
+        self.writer.health()
     }
 
     async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {

@@ -136,6 +136,28 @@ pub(super) async fn change_circuit(
     row.as_ref().map(super::read::circuit_from).transpose()
 }
 
+/// Takes or renews `replica`'s term for `task`; whether it holds it.
+pub(super) async fn lead(
+    pool: &PgPool,
+    task: &str,
+    replica: &str,
+    now: i64,
+    term_ms: i64,
+) -> Result<bool, StoreError> {
+    let held = sqlx::query(
+        "INSERT INTO leaders (task, holder, until) VALUES ($1, $2, $3)
+         ON CONFLICT (task) DO UPDATE SET holder = excluded.holder, until = excluded.until
+         WHERE leaders.holder = excluded.holder OR leaders.until < $4",
+    )
+    .bind(task)
+    .bind(replica)
+    .bind(now.saturating_add(term_ms))
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(held.rows_affected() > 0)
+}
+
 /// Records that `replica` is alive, and forgets replicas gone for an hour.
 pub(super) async fn heartbeat(pool: &PgPool, replica: &str, now: i64) -> Result<(), StoreError> {
     sqlx::query(

@@ -187,7 +187,7 @@ pub(super) async fn circuits(pool: &PgPool) -> Result<Vec<CircuitRow>, StoreErro
 
 pub(super) async fn queue_depths(pool: &PgPool) -> Result<Vec<QueueDepth>, StoreError> {
     let rows = sqlx::query(
-        "SELECT namespace, destination, COUNT(*) AS n FROM deliveries WHERE state IN ($1, $2) GROUP BY namespace, destination",
+        "SELECT namespace, destination, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE state IN ($1, $2) GROUP BY namespace, destination",
     )
     .bind(DeliveryState::Pending.as_str())
     .bind(DeliveryState::Inflight.as_str())
@@ -199,6 +199,7 @@ pub(super) async fn queue_depths(pool: &PgPool) -> Result<Vec<QueueDepth>, Store
                 namespace: r.try_get("namespace")?,
                 destination: r.try_get("destination")?,
                 depth: r.try_get("n")?,
+                oldest_created_at: r.try_get("oldest")?,
             })
         })
         .collect()

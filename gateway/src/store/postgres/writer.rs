@@ -8,6 +8,7 @@
 //! written when it is back, so their deliveries are not attempted again for nothing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
@@ -20,7 +21,7 @@ use crate::store::model::{
     Completion, DedupClaim, DeliveryState, EventStatus, InsertOutcome, NewDelivery, NewEvent,
     ObjectKind, SharedEvent,
 };
-use crate::store::{detail_json, error_chain, headers_json, StoreError};
+use crate::store::{detail_json, error_chain, headers_json, Health, StoreError};
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -50,14 +51,21 @@ enum Op {
 #[derive(Clone)]
 pub(super) struct Writer {
     tx: mpsc::Sender<Op>,
+    health: Arc<Health>,
 }
 
 impl Writer {
     /// Starts the writer task; `replica` names this replica in the claims it creates.
     pub fn start(pool: PgPool, replica: String) -> Writer {
         let (tx, rx) = mpsc::channel(16_384);
-        tokio::spawn(run(pool, replica, rx));
-        Writer { tx }
+        let health = Arc::new(Health::default());
+        tokio::spawn(run(pool, replica, rx, health.clone()));
+        Writer { tx, health }
+    }
+
+    /// Whether writes go through.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     pub async fn insert(
@@ -92,7 +100,7 @@ impl Writer {
     }
 }
 
-async fn run(pool: PgPool, replica: String, mut rx: mpsc::Receiver<Op>) {
+async fn run(pool: PgPool, replica: String, mut rx: mpsc::Receiver<Op>, health: Arc<Health>) {
     let mut unwritten: Vec<Completion> = Vec::new();
     loop {
         let mut ops = Vec::with_capacity(MAX_BATCH);
@@ -111,7 +119,7 @@ async fn run(pool: PgPool, replica: String, mut rx: mpsc::Receiver<Op>) {
             tokio::time::sleep(RETRY_UNWRITTEN).await;
         }
         let group = Group::split(ops, std::mem::take(&mut unwritten));
-        unwritten = group.commit(&pool, &replica).await;
+        unwritten = group.commit(&pool, &replica, &health).await;
         if unwritten.len() > MAX_UNWRITTEN {
             let dropped = unwritten.len() - MAX_UNWRITTEN;
             unwritten.drain(..dropped);
@@ -162,7 +170,7 @@ impl Group {
     }
 
     /// Commits the group; returns the completions that could not be written.
-    async fn commit(self, pool: &PgPool, replica: &str) -> Vec<Completion> {
+    async fn commit(self, pool: &PgPool, replica: &str, health: &Health) -> Vec<Completion> {
         let inserts: Vec<Parts<'_>> = self.inserts.iter().map(Parts::of).collect();
         let mut result = Err(StoreError::WriterGone);
         for _ in 0..=CONFLICT_RETRIES {
@@ -171,6 +179,10 @@ impl Group {
                 Err(e) if is_conflict(e) => continue,
                 _ => break,
             }
+        }
+        match &result {
+            Ok(_) => health.succeeded(),
+            Err(_) => health.failed(),
         }
         let unwritten = match result {
             Ok(outcomes) => {

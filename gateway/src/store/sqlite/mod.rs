@@ -20,7 +20,7 @@ use super::model::{
     DedupClaim, DeliveryState, EventQuery, InsertOutcome, Job, ManualRetry, NewDelivery,
     QueueDepth, SharedEvent, StoredAttempt, StoredEvent,
 };
-use super::{Store, StoreError};
+use super::{Health, Store, StoreError};
 use crate::clock::now_ms;
 use writer::Writer;
 
@@ -67,10 +67,10 @@ impl SqliteStore {
         writer::recover(&mut write_conn).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
         Ok(SqliteStore {
-            writer: Writer::start(write_conn)
+            writer: Writer::start(write_conn, options)
                 .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?,
             read,
         })
@@ -123,13 +123,24 @@ impl Store for SqliteStore {
         self.writer.prune(before, limit).await
     }
 
+    async fn lead(&self, _task: &str, _term_ms: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     async fn flush(&self) {
         self.writer.flush().await;
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
+        if self.writer.health().is_failing() {
+            self.writer.probe().await?;
+        }
         Ok(())
+    }
+
+    fn health(&self) -> &Health {
+        self.writer.health()
     }
 
     async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {

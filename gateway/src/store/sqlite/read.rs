@@ -224,7 +224,7 @@ pub(super) async fn due_destinations(
 
 pub(super) async fn queue_depths(pool: &SqlitePool) -> Result<Vec<QueueDepth>, StoreError> {
     let rows = sqlx::query(
-        "SELECT namespace, destination, COUNT(*) AS n FROM deliveries WHERE state IN (?, ?) GROUP BY namespace, destination",
+        "SELECT namespace, destination, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries WHERE state IN (?, ?) GROUP BY namespace, destination",
     )
     .bind(DeliveryState::Pending.as_str())
     .bind(DeliveryState::Inflight.as_str())
@@ -236,6 +236,7 @@ pub(super) async fn queue_depths(pool: &SqlitePool) -> Result<Vec<QueueDepth>, S
                 namespace: r.try_get("namespace")?,
                 destination: r.try_get("destination")?,
                 depth: r.try_get("n")?,
+                oldest_created_at: r.try_get("oldest")?,
             })
         })
         .collect()

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sqlx::sqlite::{Sqlite, SqliteConnection};
-use sqlx::{Connection, QueryBuilder, Row};
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
@@ -16,7 +16,7 @@ use crate::store::model::{
     CircuitChange, CircuitRow, ClaimRequest, Completion, DedupClaim, DeliveryState, EventStatus,
     InsertOutcome, Job, ManualRetry, NewDelivery, NewEvent, ObjectKind, Outcome,
 };
-use crate::store::{detail_json, headers_json, StoreError};
+use crate::store::{detail_json, headers_json, Health, StoreError};
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -50,12 +50,15 @@ enum Op {
         limit: u32,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// A small write that shows whether the database takes writes.
+    Probe(oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// Handle to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Op>,
+    health: Arc<Health>,
 }
 
 impl Writer {
@@ -64,15 +67,35 @@ impl Writer {
     /// The writer runs on a thread of its own: a commit takes several round trips to
     /// SQLite, and on the shared runtime each of them would wait behind every request
     /// being served, stretching the commit (and so every sender's wait) under load.
-    pub fn start(conn: SqliteConnection) -> Result<Writer, std::io::Error> {
+    ///
+    /// After a failed commit the connection is replaced by a new one from `options`, so no
+    /// half-finished transaction (SQLite rolls some back by itself on a full disk) can be
+    /// left behind for the next commit.
+    pub fn start(
+        conn: SqliteConnection,
+        options: SqliteConnectOptions,
+    ) -> Result<Writer, std::io::Error> {
         let (tx, rx) = mpsc::channel(16_384);
+        let health = Arc::new(Health::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let shared = health.clone();
         std::thread::Builder::new()
             .name("hookstream-writer".to_owned())
-            .spawn(move || runtime.block_on(run(conn, rx)))?;
-        Ok(Writer { tx })
+            .spawn(move || runtime.block_on(run(conn, options, rx, shared)))?;
+        Ok(Writer { tx, health })
+    }
+
+    /// Whether writes go through.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Writes the health row: whether the database takes writes now.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Op::Probe(reply), rx).await
     }
 
     async fn call<T>(
@@ -185,12 +208,51 @@ pub async fn recover(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
     Ok(done.rows_affected())
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let ops = std::mem::take(&mut batch);
-        if let Err(e) = commit_group(&mut conn, ops).await {
-            error!(error = %crate::store::error_chain(&e), "database writer failed");
+/// Completions kept for a retry while writes fail (a full disk); beyond this the oldest are
+/// dropped and their deliveries are attempted again when their claims run out.
+const MAX_UNWRITTEN: usize = 100_000;
+/// How soon unwritten completions are tried again.
+const RETRY_UNWRITTEN: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn run(
+    mut conn: SqliteConnection,
+    options: SqliteConnectOptions,
+    mut rx: mpsc::Receiver<Op>,
+    health: Arc<Health>,
+) {
+    let mut unwritten: Vec<Completion> = Vec::new();
+    loop {
+        let mut ops = Vec::with_capacity(MAX_BATCH);
+        let received = if unwritten.is_empty() {
+            rx.recv_many(&mut ops, MAX_BATCH).await
+        } else {
+            tokio::time::timeout(RETRY_UNWRITTEN, rx.recv_many(&mut ops, MAX_BATCH))
+                .await
+                .unwrap_or_default()
+        };
+        if received == 0 && rx.is_closed() {
+            if unwritten.is_empty() {
+                return;
+            }
+            tokio::time::sleep(RETRY_UNWRITTEN).await;
+        }
+        if !unwritten.is_empty() {
+            ops.insert(0, Op::Complete(std::mem::take(&mut unwritten)));
+        }
+        let failures = health.failures();
+        unwritten = commit_group(&mut conn, ops, &health).await;
+        if health.failures() != failures {
+            match options.connect().await {
+                Ok(fresh) => conn = fresh,
+                Err(e) => {
+                    warn!(error = %crate::store::error_chain(&e), "cannot reopen the database after a failed write")
+                }
+            }
+        }
+        if unwritten.len() > MAX_UNWRITTEN {
+            let dropped = unwritten.len() - MAX_UNWRITTEN;
+            unwritten.drain(..dropped);
+            error!(dropped, "completions could not be written and were dropped; their deliveries are attempted again when their claims run out");
         }
     }
 }
@@ -211,6 +273,7 @@ enum Reply {
         Option<DeliveryState>,
     ),
     Prune(oneshot::Sender<Result<u64, StoreError>>, u64),
+    Probe(oneshot::Sender<Result<(), StoreError>>),
 }
 
 impl Reply {
@@ -222,11 +285,13 @@ impl Reply {
             Reply::Circuit(tx, v) => drop(tx.send(Ok(v))),
             Reply::Retry(tx, v) => drop(tx.send(Ok(v))),
             Reply::Prune(tx, v) => drop(tx.send(Ok(v))),
+            Reply::Probe(tx) => drop(tx.send(Ok(()))),
         }
     }
 }
 
-fn fail(op: Op, e: &StoreError) {
+/// Answers a failed operation; returns the completions to write again later.
+fn fail(op: Op, e: &StoreError) -> Vec<Completion> {
     let cause = crate::store::error_chain(e);
     warn!(error = %cause, "database write failed");
     let err = || StoreError::Database(sqlx::Error::Protocol(format!("write failed: {cause}")));
@@ -236,34 +301,47 @@ fn fail(op: Op, e: &StoreError) {
         Op::Circuit { reply, .. } => drop(reply.send(Err(err()))),
         Op::Retry { reply, .. } => drop(reply.send(Err(err()))),
         Op::Prune { reply, .. } => drop(reply.send(Err(err()))),
-        Op::Complete(_) => {}
+        Op::Probe(reply) => drop(reply.send(Err(err()))),
+        Op::Complete(list) => return list,
     }
+    Vec::new()
 }
 
-async fn commit_group(conn: &mut SqliteConnection, ops: Vec<Op>) -> Result<(), StoreError> {
+/// Commits `ops`; returns the completions that could not be written.
+async fn commit_group(
+    conn: &mut SqliteConnection,
+    ops: Vec<Op>,
+    health: &Health,
+) -> Vec<Completion> {
     // Fast path: everything in one transaction. Ops are moved into the transaction attempt
     // only by reference, so the slow path can replay them one by one after a failure.
     match apply_all(conn, &ops).await {
         Ok(replies) => {
+            health.succeeded();
             for (op, reply) in ops.into_iter().zip(replies) {
                 deliver_reply(op, reply);
             }
-            Ok(())
+            Vec::new()
         }
         Err(e) if ops.len() == 1 => {
-            for op in ops {
-                fail(op, &e);
-            }
-            Ok(())
+            health.failed();
+            ops.into_iter().flat_map(|op| fail(op, &e)).collect()
         }
         Err(_) => {
+            let mut unwritten = Vec::new();
             for op in ops {
                 match apply_all(conn, std::slice::from_ref(&op)).await {
-                    Ok(mut replies) => deliver_reply(op, replies.pop().flatten()),
-                    Err(e) => fail(op, &e),
+                    Ok(mut replies) => {
+                        health.succeeded();
+                        deliver_reply(op, replies.pop().flatten());
+                    }
+                    Err(e) => {
+                        health.failed();
+                        unwritten.extend(fail(op, &e));
+                    }
                 }
             }
-            Ok(())
+            unwritten
         }
     }
 }
@@ -275,6 +353,7 @@ fn deliver_reply(op: Op, reply: Option<ReplyValue>) {
         (Op::Circuit { reply, .. }, Some(ReplyValue::Circuit(v))) => Reply::Circuit(reply, v),
         (Op::Retry { reply, .. }, Some(ReplyValue::Retry(v))) => Reply::Retry(reply, v),
         (Op::Prune { reply, .. }, Some(ReplyValue::Prune(v))) => Reply::Prune(reply, v),
+        (Op::Probe(reply), Some(ReplyValue::Probe)) => Reply::Probe(reply),
         _ => return,
     };
     reply.send();
@@ -286,6 +365,7 @@ enum ReplyValue {
     Circuit(Option<CircuitRow>),
     Retry(Option<DeliveryState>),
     Prune(u64),
+    Probe,
 }
 
 /// Statements of one commit, sent to SQLite in one round trip: under load each round trip
@@ -390,6 +470,17 @@ async fn apply_all(
             Op::Retry { request, .. } => Some(ReplyValue::Retry(
                 manual_retry(&mut tx, request, now).await?,
             )),
+            Op::Probe(_) => {
+                // As large as a commit of a few large events; then emptied again.
+                sqlx::query("INSERT OR REPLACE INTO health (id, checked_at, pad) VALUES (1, ?, zeroblob(262144))")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE health SET pad = NULL WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?;
+                Some(ReplyValue::Probe)
+            }
             Op::Prune { before, limit, .. } => Some(ReplyValue::Prune(
                 prune(&mut tx, *before, *limit, now).await?,
             )),
@@ -420,7 +511,11 @@ fn push_plain<'a>(st: &mut Statements<'a>, ops: &[&'a Op], now: i64) {
                 deliveries.extend(ds.iter().map(|d| (event, d)));
             }
             Op::Complete(list) => completions.extend(list.iter()),
-            Op::Claim { .. } | Op::Circuit { .. } | Op::Retry { .. } | Op::Prune { .. } => {}
+            Op::Claim { .. }
+            | Op::Circuit { .. }
+            | Op::Retry { .. }
+            | Op::Prune { .. }
+            | Op::Probe(_) => {}
         }
     }
     push_events(st, &events);
