@@ -24,20 +24,24 @@ pub(super) struct Claim<'a> {
     pub stale_before: i64,
 }
 
-/// Rows that may be claimed: due and pending, or claimed by a replica whose lease ran out
-/// or whose heartbeat stopped.
-fn push_claimable<'a>(qb: &mut QueryBuilder<'a, Postgres>, now: i64, stale_before: i64) {
-    qb.push("((d.state = ")
-        .push_bind(DeliveryState::Pending.as_str())
-        .push(" AND d.due_at <= ")
-        .push_bind(now)
-        .push(") OR (d.state = ")
+/// Claimed rows that may be taken over: their lease ran out, or their replica's heartbeat
+/// stopped.
+fn push_reclaimable<'a>(qb: &mut QueryBuilder<'a, Postgres>, now: i64, stale_before: i64) {
+    qb.push("d.state = ")
         .push_bind(DeliveryState::Inflight.as_str())
         .push(" AND (d.lease_until < ")
         .push_bind(now)
         .push(" OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = d.claimed_by AND r.last_seen >= ")
         .push_bind(stale_before)
-        .push("))))");
+        .push("))");
+}
+
+/// Pending rows whose due time passed.
+fn push_pending_due<'a>(qb: &mut QueryBuilder<'a, Postgres>, now: i64) {
+    qb.push("d.state = ")
+        .push_bind(DeliveryState::Pending.as_str())
+        .push(" AND d.due_at <= ")
+        .push_bind(now);
 }
 
 pub(super) fn job_from(r: &PgRow) -> Result<Job, StoreError> {
@@ -53,9 +57,25 @@ pub(super) fn job_from(r: &PgRow) -> Result<Job, StoreError> {
     })
 }
 
-/// Claims up to `c.request.limit` deliveries of one destination, oldest first; rows another
-/// replica is claiming at the same moment are skipped, not waited for.
+/// Claims up to `c.request.limit` deliveries of one destination, oldest first: claims to take
+/// over, then pending deliveries, each an index range walked in order (a claim reads about
+/// as many rows as it takes, however long the backlog); rows another replica is claiming at
+/// the same moment are skipped, not waited for.
 pub(super) async fn claim(pool: &PgPool, c: &Claim<'_>) -> Result<Vec<Job>, StoreError> {
+    let mut jobs = claim_in(pool, c, true, c.request.limit).await?;
+    let left = c.request.limit.saturating_sub(jobs.len() as u32);
+    if left > 0 {
+        jobs.extend(claim_in(pool, c, false, left).await?);
+    }
+    Ok(jobs)
+}
+
+async fn claim_in(
+    pool: &PgPool,
+    c: &Claim<'_>,
+    reclaim: bool,
+    limit: u32,
+) -> Result<Vec<Job>, StoreError> {
     let r = c.request;
     let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new("UPDATE deliveries SET state = ");
     qb.push_bind(DeliveryState::Inflight.as_str())
@@ -70,9 +90,13 @@ pub(super) async fn claim(pool: &PgPool, c: &Claim<'_>) -> Result<Vec<Job>, Stor
         .push(" AND d.destination = ")
         .push_bind(&r.destination)
         .push(" AND ");
-    push_claimable(&mut qb, c.now, c.stale_before);
+    if reclaim {
+        push_reclaimable(&mut qb, c.now, c.stale_before);
+    } else {
+        push_pending_due(&mut qb, c.now);
+    }
     qb.push(" ORDER BY d.due_at, d.seq LIMIT ")
-        .push_bind(i64::from(r.limit))
+        .push_bind(i64::from(limit))
         .push(" FOR UPDATE SKIP LOCKED)");
     qb.push(" RETURNING id, event_id, namespace, destination, route_kind, route, attempts, round_attempts, due_at, seq");
     let rows = qb.build().fetch_all(pool).await?;
@@ -94,7 +118,9 @@ pub(super) async fn due_destinations(
 ) -> Result<Vec<(String, String)>, StoreError> {
     let mut qb: QueryBuilder<'_, Postgres> =
         QueryBuilder::new("SELECT DISTINCT d.namespace, d.destination FROM deliveries d WHERE ");
-    push_claimable(&mut qb, now, stale_before);
+    push_pending_due(&mut qb, now);
+    qb.push(" UNION SELECT DISTINCT d.namespace, d.destination FROM deliveries d WHERE ");
+    push_reclaimable(&mut qb, now, stale_before);
     let rows = qb.build().fetch_all(pool).await?;
     rows.iter()
         .map(|r| Ok((r.try_get("namespace")?, r.try_get("destination")?)))

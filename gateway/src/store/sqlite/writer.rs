@@ -687,31 +687,51 @@ fn push_deliveries<'a>(
     }
 }
 
+/// Claims due deliveries of one destination, oldest first: claims whose lease ran out, then
+/// pending deliveries. Each is an index range walked in order, so a claim reads about as
+/// many rows as it takes, however long the destination's backlog.
 async fn claim(
     tx: &mut SqliteConnection,
     request: &ClaimRequest,
     now: i64,
 ) -> Result<Vec<Job>, StoreError> {
+    let mut jobs = claim_in(tx, request, DeliveryState::Inflight, request.limit, now).await?;
+    let left = request.limit.saturating_sub(jobs.len() as u32);
+    if left > 0 {
+        jobs.extend(claim_in(tx, request, DeliveryState::Pending, left, now).await?);
+    }
+    Ok(jobs)
+}
+
+/// Claims up to `limit` deliveries of the destination in `state` that are due: pending ones
+/// whose due time passed, or claimed ones whose lease ran out.
+async fn claim_in(
+    tx: &mut SqliteConnection,
+    request: &ClaimRequest,
+    state: DeliveryState,
+    limit: u32,
+    now: i64,
+) -> Result<Vec<Job>, StoreError> {
+    let due_column = match state {
+        DeliveryState::Inflight => "lease_until",
+        _ => "due_at",
+    };
     let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("UPDATE deliveries SET state = ");
     qb.push_bind(DeliveryState::Inflight.as_str())
         .push(", lease_until = ")
         .push_bind(request.lease_until)
         .push(", updated_at = ")
         .push_bind(now)
-        .push(" WHERE seq IN (SELECT seq FROM deliveries WHERE namespace = ")
+        .push(" WHERE seq IN (SELECT seq FROM deliveries WHERE state = ")
+        .push_bind(state.as_str())
+        .push(" AND namespace = ")
         .push_bind(&request.namespace)
         .push(" AND destination = ")
         .push_bind(&request.destination)
-        .push(" AND ((state = ")
-        .push_bind(DeliveryState::Pending.as_str())
-        .push(" AND due_at <= ")
+        .push(format!(" AND {due_column} <= "))
         .push_bind(now)
-        .push(") OR (state = ")
-        .push_bind(DeliveryState::Inflight.as_str())
-        .push(" AND lease_until < ")
-        .push_bind(now)
-        .push(")) ORDER BY due_at, seq LIMIT ")
-        .push_bind(i64::from(request.limit))
+        .push(" ORDER BY due_at, seq LIMIT ")
+        .push_bind(i64::from(limit))
         .push(")");
     qb.push(" RETURNING id, event_id, namespace, destination, route_kind, route, attempts, round_attempts, due_at, seq");
     let rows = qb.build().fetch_all(&mut *tx).await?;
