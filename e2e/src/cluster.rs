@@ -394,48 +394,103 @@ fn logged_address(line: &str, key: &str) -> String {
 }
 
 /// A gateway process in cluster mode: config from the namespace's config Secret, API keys
-/// from its labelled Secrets, status written to its objects.
+/// from its labelled Secrets, status written to its objects by the holder of the status Lease.
 pub struct Gateway {
     /// The process.
     pub process: Process,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// Its name in the status Lease (`POD_NAME`).
+    pub identity: String,
     _dir: tempfile::TempDir,
 }
 
 impl Gateway {
-    /// Starts a gateway for `ns`, with `api_keys` (comma-separated, may be empty) from the
-    /// environment, and waits until it serves.
+    /// Starts a gateway for `ns` on a SQLite database of its own, with `api_keys`
+    /// (comma-separated, may be empty) from the environment, and waits until it serves.
     pub async fn start(ns: &Namespace, api_keys: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("hookstream.db").display());
-        let command = vec![
-            binary("hookstream-gateway").display().to_string(),
-            "--config-secret".into(),
-            format!("{}/{CONFIG_SECRET}", ns.name),
+        let identity = format!("gateway-{}", ns.name);
+        let args = vec![
             "--namespace".into(),
             ns.name.clone(),
             "--identity".into(),
-            format!("gateway-{}", ns.name),
+            identity.clone(),
+        ];
+        let mut gw = Gateway::spawn(dir, ns, api_keys, &db, identity, args, Vec::new());
+        gw.wait_serving().await;
+        gw
+    }
+
+    /// Starts `n` replicas of a gateway for `ns` sharing the database at `database` (a
+    /// PostgreSQL URL, see [`crate::postgres::Database`]), each on a port of its own and named
+    /// `gateway-<i>` through `POD_NAME` (with `POD_NAMESPACE`, as a Deployment sets them), and
+    /// waits until all of them serve. They start at the same time, as a rollout does.
+    pub async fn start_replicas(
+        ns: &Namespace,
+        api_keys: &str,
+        database: &str,
+        n: usize,
+    ) -> Vec<Gateway> {
+        let mut replicas: Vec<Gateway> = (0..n)
+            .map(|i| {
+                let identity = format!("gateway-{i}");
+                let envs = vec![
+                    ("POD_NAMESPACE".to_owned(), ns.name.clone()),
+                    ("POD_NAME".to_owned(), identity.clone()),
+                ];
+                let dir = tempfile::tempdir().unwrap();
+                Gateway::spawn(dir, ns, api_keys, database, identity, Vec::new(), envs)
+            })
+            .collect();
+        for gw in &mut replicas {
+            gw.wait_serving().await;
+        }
+        replicas
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        ns: &Namespace,
+        api_keys: &str,
+        database: &str,
+        identity: String,
+        extra_args: Vec<String>,
+        extra_envs: Vec<(String, String)>,
+    ) -> Gateway {
+        let mut command = vec![
+            binary("hookstream-gateway").display().to_string(),
+            "--config-secret".into(),
+            format!("{}/{CONFIG_SECRET}", ns.name),
+        ];
+        command.extend(extra_args);
+        command.extend([
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--database".into(),
-            db,
-        ];
+            database.to_owned(),
+        ]);
         let mut envs = vec![("RUST_LOG".to_owned(), "info,kube=warn".to_owned())];
         if !api_keys.is_empty() {
             envs.push(("HOOKSTREAM_API_KEYS".to_owned(), api_keys.to_owned()));
         }
-        let mut process = Process::spawn(command, envs, dir.path().join("gateway.log"));
-        let line = process
-            .wait_log("hookstream gateway started", 0, Duration::from_secs(60))
-            .await;
-        let base = format!("http://{}", logged_address(&line, "listen="));
+        envs.extend(extra_envs);
+        let process = Process::spawn(command, envs, dir.path().join("gateway.log"));
         Gateway {
             process,
-            base,
+            base: String::new(),
+            identity,
             _dir: dir,
         }
+    }
+
+    async fn wait_serving(&mut self) {
+        let line = self
+            .process
+            .wait_log("hookstream gateway started", 0, Duration::from_secs(60))
+            .await;
+        self.base = format!("http://{}", logged_address(&line, "listen="));
     }
 }
 
