@@ -90,7 +90,10 @@ spec: {{source: in, destination: out}}
         .arg(dir.path().join("m"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--database")
-        .arg(format!("sqlite://{}", dir.path().join("db.sqlite").display()))
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("db.sqlite").display()
+        ))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
