@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::circuit::Gate;
 use super::lanes::Slot;
-use super::{lease_until, worker, Notice, Shared, Work, IDLE_POLL, LEASE_MARGIN_MS};
+use super::{lease_until, worker, Admission, Notice, Shared, Work, IDLE_POLL, LEASE_MARGIN_MS};
 use crate::clock::now_ms;
 use crate::store::{error_chain, ClaimRequest, Completion, Job, Outcome, SharedEvent};
 
@@ -260,7 +260,7 @@ async fn start_claimed(
                 let work = Work {
                     job,
                     event,
-                    slot,
+                    admission: Admission::Slot(slot),
                     probe,
                 };
                 tasks.spawn(worker::attempt(shared.clone(), work));

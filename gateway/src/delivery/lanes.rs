@@ -48,6 +48,8 @@ struct Lane {
     permits: Arc<Semaphore>,
     limiter: Option<DefaultDirectRateLimiter>,
     backlog: AtomicBool,
+    /// Handed-off deliveries waiting for a slot of this lane.
+    waiting: AtomicU32,
 }
 
 impl Lane {
@@ -65,7 +67,57 @@ impl Lane {
             permits: Arc::new(Semaphore::new(share(shape.concurrency) as usize)),
             limiter,
             backlog: AtomicBool::new(false),
+            waiting: AtomicU32::new(0),
         }
+    }
+
+    fn capacity(&self) -> u32 {
+        self.shape
+            .concurrency
+            .div_ceil(self.shape.replicas.max(1))
+            .max(1)
+    }
+}
+
+/// How many rounds of a lane's attempts handed-off deliveries may wait in its line.
+const LINE_ROUNDS: u32 = 8;
+
+/// A new delivery's place in its lane, taken before it is stored (so the store's group commit
+/// holds no slot): it waits, in order, for a slot once it is stored.
+#[derive(Debug)]
+pub struct Ticket {
+    lane: Arc<Lane>,
+    global: Arc<Semaphore>,
+    /// Rounds of the lane's attempts ahead of it, at most.
+    rounds: u32,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane").field("shape", &self.shape).finish()
+    }
+}
+
+impl Ticket {
+    /// Rounds of the lane's attempts that may go before this one's (for its lease).
+    pub fn rounds_ahead(&self) -> u32 {
+        self.rounds
+    }
+
+    /// Waits for a slot of the lane and one of the gateway's, first come first served.
+    pub async fn slot(self) -> Option<Slot> {
+        let own = self.lane.permits.clone().acquire_owned().await.ok()?;
+        let global = self.global.clone().acquire_owned().await.ok()?;
+        Some(Slot {
+            _lane: own,
+            _global: global,
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.lane.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -151,13 +203,25 @@ impl Lanes {
         taken
     }
 
-    /// A slot for a new delivery to go straight to a worker: only when nothing of `key`
-    /// waits in the store ahead of it.
-    pub fn hand_off(&self, key: &ObjectKey, destination: &DestinationConfig) -> Option<Slot> {
-        if self.is_backlogged(key) {
+    /// A place in `key`'s lane for a new delivery to go straight to a worker once stored:
+    /// only when nothing of `key` waits in the store ahead of it, the destination has no rate
+    /// limit, and the lane's line is shorter than a few rounds of its attempts (the ticket
+    /// says how many, for the lease). `None`: it is stored to wait in the queue.
+    pub fn hand_off(&self, key: &ObjectKey, destination: &DestinationConfig) -> Option<Ticket> {
+        let lane = self.lane(key, Some(destination));
+        // A paced destination takes its deliveries from the queue, in order, as the rate
+        // allows; so does one with deliveries waiting there.
+        if lane.limiter.is_some() || lane.backlog.load(Ordering::Relaxed) {
             return None;
         }
-        self.take(key, Some(destination), 1).slots.pop()
+        let waiting = lane.waiting.fetch_add(1, Ordering::Relaxed);
+        let capacity = lane.capacity();
+        let ticket = Ticket {
+            lane: lane.clone(),
+            global: self.global.clone(),
+            rounds: waiting / capacity,
+        };
+        (waiting < capacity * LINE_ROUNDS).then_some(ticket)
     }
 
     /// Whether deliveries of `key` wait in the store.
@@ -250,5 +314,38 @@ mod tests {
         assert!(lanes.hand_off(&key, &d).is_none());
         lanes.set_backlog(&key, Some(&d), false);
         assert!(lanes.hand_off(&key, &d).is_some());
+    }
+
+    #[tokio::test]
+    async fn hand_offs_wait_in_line_and_the_line_is_as_long_as_the_lane() {
+        let lanes = Lanes::new(100);
+        let key = ObjectKey::new("t", "d");
+        let d = destination(2, None);
+        let tickets: Vec<Ticket> = (0..2 * LINE_ROUNDS)
+            .map(|_| lanes.hand_off(&key, &d).unwrap())
+            .collect();
+        assert_eq!(tickets[0].rounds_ahead(), 0);
+        assert_eq!(
+            tickets[2].rounds_ahead(),
+            1,
+            "two ahead in a lane of two: one round"
+        );
+        assert!(lanes.hand_off(&key, &d).is_none(), "the line is full");
+        let held = lanes.take(&key, Some(&d), 2).slots;
+        assert_eq!(held.len(), 2, "tickets hold no slot while they wait");
+        let mut tickets = tickets.into_iter();
+        let first = tokio::spawn(tickets.next().unwrap().slot());
+        tokio::task::yield_now().await;
+        assert!(!first.is_finished(), "no slot is free");
+        drop(held);
+        assert!(
+            first.await.unwrap().is_some(),
+            "a freed slot goes to the first in line"
+        );
+        drop(tickets);
+        assert!(
+            lanes.hand_off(&key, &d).is_some(),
+            "the line has room again"
+        );
     }
 }

@@ -29,7 +29,7 @@ use crate::config::ConfigHandle;
 use crate::metrics::Metrics;
 use crate::store::{Job, SharedEvent, SharedStore, StoreError};
 use circuit::Circuits;
-use lanes::{Lanes, Slot};
+use lanes::{Lanes, Slot, Ticket};
 use provider::{ProviderError, Providers};
 
 /// Longest wait between two looks at the queue when nothing wakes the dispatcher.
@@ -37,15 +37,36 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 /// How long a claim lasts beyond the destination's timeout: time to record the attempt.
 const LEASE_MARGIN_MS: i64 = 30_000;
 
-/// The claim expiry of a delivery to `destination` that starts now: one attempt (at most the
-/// destination's timeout) and the time to record it. A delivery holds a slot before it is
-/// claimed, so it never waits for one under its lease.
-pub fn lease_until(destination: &DestinationConfig, now: i64) -> i64 {
-    let timeout = destination.http.as_ref().map_or(
+/// The longest attempt to `destination`: its timeout.
+fn timeout_ms(destination: &DestinationConfig) -> i64 {
+    destination.http.as_ref().map_or(
         hookstream_crds::compiler::MAX_TIMEOUT_SECONDS as i64 * 1000,
         |h| i64::try_from(h.timeout_ms).unwrap_or(i64::MAX),
-    );
-    now.saturating_add(timeout).saturating_add(LEASE_MARGIN_MS)
+    )
+}
+
+/// The claim expiry of a delivery to `destination` claimed now: one attempt (at most the
+/// destination's timeout) and the time to record it. A claimed delivery holds its slot
+/// already, so it never waits for one under its lease.
+pub fn lease_until(destination: &DestinationConfig, now: i64) -> i64 {
+    now.saturating_add(timeout_ms(destination))
+        .saturating_add(LEASE_MARGIN_MS)
+}
+
+/// The claim expiry of a new delivery handed to a worker: it may wait for `rounds` rounds of
+/// the lane's attempts, then one more, before its own attempt ends.
+fn hand_off_lease(destination: &DestinationConfig, rounds: u32, now: i64) -> i64 {
+    lease_until(destination, now)
+        .saturating_add(timeout_ms(destination).saturating_mul(i64::from(rounds) + 1))
+}
+
+/// How a delivery gets to run: a slot it holds (claimed from the store), or a ticket for one
+/// (handed over by ingest, waiting in its lane's line).
+pub enum Admission {
+    /// Runs now.
+    Slot(Slot),
+    /// Runs when the lane has room.
+    Ticket(Ticket),
 }
 
 /// A delivery and its event, ready for a worker.
@@ -54,8 +75,8 @@ pub struct Work {
     pub job: Job,
     /// Its event.
     pub event: SharedEvent,
-    /// Its slot, freed when the attempt is recorded.
-    pub slot: Slot,
+    /// Its slot (freed when the attempt is recorded), or its ticket for one.
+    pub admission: Admission,
     /// The attempt is its destination's half-open probe.
     pub probe: bool,
 }
@@ -81,27 +102,28 @@ pub struct Dispatcher {
     config: ConfigHandle,
 }
 
-/// A slot for a new delivery, and the lease to store it with.
+/// A place in its lane for a new delivery, and the lease to store it with.
 pub struct HandOff {
-    /// The slot it runs in.
-    pub slot: Slot,
+    /// Its place in the lane.
+    pub ticket: Ticket,
     /// Its claim expiry.
     pub lease_until: i64,
 }
 
 impl Dispatcher {
-    /// A slot for a new delivery to `key` to go straight to a worker: its circuit is closed,
-    /// nothing of it waits in the store, and its lane has room. `None`: it queues.
+    /// A place for a new delivery to `key` to go straight to a worker once stored: its
+    /// circuit is closed, nothing of it waits in the store, and its lane's line is short.
+    /// `None`: it is stored to wait in the queue.
     pub fn hand_off(&self, key: &ObjectKey, now: i64) -> Option<HandOff> {
         if !self.circuits.is_closed(key) {
             return None;
         }
         let config = self.config.borrow().clone();
         let destination = config.destinations.get(key)?;
-        let slot = self.lanes.hand_off(key, destination)?;
+        let ticket = self.lanes.hand_off(key, destination)?;
         Some(HandOff {
-            slot,
-            lease_until: lease_until(destination, now),
+            lease_until: hand_off_lease(destination, ticket.rounds_ahead(), now),
+            ticket,
         })
     }
 

@@ -10,7 +10,7 @@ use tracing::{debug, warn, Instrument};
 
 use super::provider::{Message, Sent};
 use super::schedule::{self, Next};
-use super::{destination_of, Shared, Work};
+use super::{destination_of, Admission, Shared, Work};
 use crate::clock::now_ms;
 use crate::config::{Route, RuntimeConfig};
 use crate::ids;
@@ -31,9 +31,18 @@ pub(super) async fn attempt(shared: Arc<Shared>, work: Work) {
     let Work {
         job,
         event,
-        slot,
+        admission,
         probe,
     } = work;
+    let slot = match admission {
+        Admission::Slot(slot) => slot,
+        // A handed-over delivery waits its turn in the lane; if the gateway stops first, its
+        // claim expires and it is attempted later.
+        Admission::Ticket(ticket) => match ticket.slot().await {
+            Some(slot) => slot,
+            None => return,
+        },
+    };
     let completion = run(&shared, job, event, probe).instrument(span).await;
     let requeue = match completion.outcome {
         Outcome::Retry { due_at } => Some(due_at),

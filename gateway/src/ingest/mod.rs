@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use crate::clock::now_ms;
 use crate::config::{Route, RuntimeSource};
-use crate::delivery::{Dispatcher, Work};
+use crate::delivery::{Admission, Dispatcher, Work};
 use crate::ids;
 use crate::pipeline::event::query_pairs;
 use crate::pipeline::filter::EventView;
@@ -356,7 +356,7 @@ async fn store_and_hand_off(
         let key = ObjectKey::new(r.namespace.clone(), r.destination.clone());
         let hand_off = ingest.dispatcher.hand_off(&key, now);
         deliveries.push(route::delivery(r, hand_off.as_ref().map(|h| h.lease_until)));
-        hand_offs.push(hand_off.map(|h| h.slot));
+        hand_offs.push(hand_off.map(|h| h.ticket));
     }
     let ingest = ingest.clone();
     let task = tokio::spawn(async move {
@@ -365,13 +365,13 @@ async fn store_and_hand_off(
             .insert(event.clone(), deliveries.clone(), dedup)
             .await;
         if let Ok(InsertOutcome::Stored) = outcome {
-            for (d, slot) in deliveries.into_iter().zip(hand_offs) {
+            for (d, ticket) in deliveries.into_iter().zip(hand_offs) {
                 let key = ObjectKey::new(event.namespace.clone(), d.destination.clone());
-                match slot {
-                    Some(slot) => ingest.dispatcher.start(Work {
+                match ticket {
+                    Some(ticket) => ingest.dispatcher.start(Work {
                         job: new_job(&event, d),
                         event: event.clone(),
-                        slot,
+                        admission: Admission::Ticket(ticket),
                         probe: false,
                     }),
                     None => ingest.dispatcher.queued(key, now),
