@@ -5,6 +5,9 @@
 
 use std::sync::LazyLock;
 
+use sqlx::query::Query;
+use sqlx::{Database, Encode, Type};
+
 use super::model::{CircuitChange, CircuitState};
 
 /// A statement and the parameters it takes after namespace and destination (`$1`, `$2`).
@@ -111,4 +114,34 @@ pub(super) fn statement(change: CircuitChange) -> (&'static str, Params) {
 /// The statement in SQLite's `?n` form.
 pub(super) fn for_sqlite(sql: &str) -> String {
     sql.replace('$', "?")
+}
+
+/// The query of `sql` (a statement of [`statement`], in the backend's form) with the key and
+/// `params` bound.
+pub(super) fn query<'q, DB>(
+    sql: &'q str,
+    namespace: &'q str,
+    destination: &'q str,
+    params: Params,
+) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    bool: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+{
+    let query = sqlx::query::<DB>(sql).bind(namespace).bind(destination);
+    match params {
+        Params::Failure {
+            was_probe,
+            threshold,
+            now,
+        } => query.bind(was_probe).bind(threshold).bind(now),
+        Params::Key => query,
+        Params::TryProbe {
+            now,
+            cooldown_ms,
+            probe_timeout_ms,
+        } => query.bind(now).bind(cooldown_ms).bind(probe_timeout_ms),
+    }
 }

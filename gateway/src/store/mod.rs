@@ -11,6 +11,7 @@ mod circuit_sql;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
+mod unwritten;
 
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::store::circuit_sql::{self, Params};
+use crate::store::circuit_sql;
 use crate::store::model::{
     CircuitChange, CircuitRow, ClaimRequest, DeliveryState, EventStatus, Job, ManualRetry,
 };
@@ -144,21 +144,9 @@ pub(super) async fn change_circuit(
     change: CircuitChange,
 ) -> Result<Option<CircuitRow>, StoreError> {
     let (sql, params) = circuit_sql::statement(change);
-    let query = sqlx::query(sql).bind(namespace).bind(destination);
-    let query = match params {
-        Params::Failure {
-            was_probe,
-            threshold,
-            now,
-        } => query.bind(was_probe).bind(threshold).bind(now),
-        Params::Key => query,
-        Params::TryProbe {
-            now,
-            cooldown_ms,
-            probe_timeout_ms,
-        } => query.bind(now).bind(cooldown_ms).bind(probe_timeout_ms),
-    };
-    let row = query.fetch_optional(pool).await?;
+    let row = circuit_sql::query::<Postgres>(sql, namespace, destination, params)
+        .fetch_optional(pool)
+        .await?;
     row.as_ref().map(super::read::circuit_from).transpose()
 }
 

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
@@ -21,17 +20,12 @@ use crate::store::model::{
     Completion, DedupClaim, DeliveryState, EventStatus, InsertOutcome, NewDelivery, NewEvent,
     ObjectKind, SharedEvent,
 };
-use crate::store::{detail_json, error_chain, headers_json, Health, StoreError};
+use crate::store::{detail_json, error_chain, headers_json, unwritten, Health, StoreError};
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 512;
 /// Rows per multi-row INSERT (PostgreSQL allows 65,535 parameters per statement).
 const ROWS_PER_INSERT: usize = 1000;
-/// Completions kept for a retry while the database is down; beyond this the oldest are
-/// dropped and their deliveries are attempted again when their claims run out.
-const MAX_UNWRITTEN: usize = 100_000;
-/// How soon unwritten completions are tried again.
-const RETRY_UNWRITTEN: Duration = Duration::from_secs(1);
 /// Times a group is tried again after a deadlock or serialization failure with another
 /// replica's transaction.
 const CONFLICT_RETRIES: usize = 3;
@@ -102,29 +96,10 @@ impl Writer {
 
 async fn run(pool: PgPool, replica: String, mut rx: mpsc::Receiver<Op>, health: Arc<Health>) {
     let mut unwritten: Vec<Completion> = Vec::new();
-    loop {
-        let mut ops = Vec::with_capacity(MAX_BATCH);
-        let received = if unwritten.is_empty() {
-            rx.recv_many(&mut ops, MAX_BATCH).await
-        } else {
-            tokio::time::timeout(RETRY_UNWRITTEN, rx.recv_many(&mut ops, MAX_BATCH))
-                .await
-                .unwrap_or_default()
-        };
-        if received == 0 && rx.is_closed() {
-            if unwritten.is_empty() {
-                return;
-            }
-            // Shutting down with completions still unwritten: keep trying, at a pace.
-            tokio::time::sleep(RETRY_UNWRITTEN).await;
-        }
+    while let Some(ops) = unwritten::next_group(&mut rx, MAX_BATCH, &unwritten).await {
         let group = Group::split(ops, std::mem::take(&mut unwritten));
         unwritten = group.commit(&pool, &replica, &health).await;
-        if unwritten.len() > MAX_UNWRITTEN {
-            let dropped = unwritten.len() - MAX_UNWRITTEN;
-            unwritten.drain(..dropped);
-            warn!(dropped, "completions could not be written and were dropped; their deliveries are attempted again when their claims run out");
-        }
+        unwritten::bound(&mut unwritten);
     }
 }
 

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, warn};
+use tracing::warn;
 
 use crate::clock::now_ms;
-use crate::store::circuit_sql::{self, Params};
+use crate::store::circuit_sql;
 use crate::store::model::{
     CircuitChange, CircuitRow, ClaimRequest, Completion, DedupClaim, DeliveryState, EventStatus,
     InsertOutcome, Job, ManualRetry, NewDelivery, NewEvent, ObjectKind, Outcome,
 };
-use crate::store::{detail_json, headers_json, Health, StoreError};
+use crate::store::{detail_json, headers_json, unwritten, Health, StoreError};
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -208,12 +208,6 @@ pub async fn recover(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
     Ok(done.rows_affected())
 }
 
-/// Completions kept for a retry while writes fail (a full disk); beyond this the oldest are
-/// dropped and their deliveries are attempted again when their claims run out.
-const MAX_UNWRITTEN: usize = 100_000;
-/// How soon unwritten completions are tried again.
-const RETRY_UNWRITTEN: std::time::Duration = std::time::Duration::from_secs(1);
-
 async fn run(
     mut conn: SqliteConnection,
     options: SqliteConnectOptions,
@@ -221,21 +215,7 @@ async fn run(
     health: Arc<Health>,
 ) {
     let mut unwritten: Vec<Completion> = Vec::new();
-    loop {
-        let mut ops = Vec::with_capacity(MAX_BATCH);
-        let received = if unwritten.is_empty() {
-            rx.recv_many(&mut ops, MAX_BATCH).await
-        } else {
-            tokio::time::timeout(RETRY_UNWRITTEN, rx.recv_many(&mut ops, MAX_BATCH))
-                .await
-                .unwrap_or_default()
-        };
-        if received == 0 && rx.is_closed() {
-            if unwritten.is_empty() {
-                return;
-            }
-            tokio::time::sleep(RETRY_UNWRITTEN).await;
-        }
+    while let Some(mut ops) = unwritten::next_group(&mut rx, MAX_BATCH, &unwritten).await {
         if !unwritten.is_empty() {
             ops.insert(0, Op::Complete(std::mem::take(&mut unwritten)));
         }
@@ -249,11 +229,7 @@ async fn run(
                 }
             }
         }
-        if unwritten.len() > MAX_UNWRITTEN {
-            let dropped = unwritten.len() - MAX_UNWRITTEN;
-            unwritten.drain(..dropped);
-            error!(dropped, "completions could not be written and were dropped; their deliveries are attempted again when their claims run out");
-        }
+        unwritten::bound(&mut unwritten);
     }
 }
 
@@ -932,21 +908,9 @@ async fn change_circuit(
 ) -> Result<Option<CircuitRow>, StoreError> {
     let (sql, params) = circuit_sql::statement(change);
     let sql = circuit_sql::for_sqlite(sql);
-    let query = sqlx::query(&sql).bind(namespace).bind(destination);
-    let query = match params {
-        Params::Failure {
-            was_probe,
-            threshold,
-            now,
-        } => query.bind(was_probe).bind(threshold).bind(now),
-        Params::Key => query,
-        Params::TryProbe {
-            now,
-            cooldown_ms,
-            probe_timeout_ms,
-        } => query.bind(now).bind(cooldown_ms).bind(probe_timeout_ms),
-    };
-    let row = query.fetch_optional(&mut *tx).await?;
+    let row = circuit_sql::query::<Sqlite>(&sql, namespace, destination, params)
+        .fetch_optional(&mut *tx)
+        .await?;
     row.as_ref().map(super::read::circuit_from).transpose()
 }
 
