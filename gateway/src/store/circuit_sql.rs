@@ -116,6 +116,39 @@ pub(super) fn for_sqlite(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
+/// A parameter of a circuit statement, after the key.
+pub(super) enum Value {
+    Bool(bool),
+    Int(i64),
+}
+
+impl Params {
+    /// The parameters after namespace and destination, in order (`$3`, `$4`, ...).
+    pub(super) fn values(&self) -> Vec<Value> {
+        match *self {
+            Params::Failure {
+                was_probe,
+                threshold,
+                now,
+            } => vec![
+                Value::Bool(was_probe),
+                Value::Int(threshold),
+                Value::Int(now),
+            ],
+            Params::Key => Vec::new(),
+            Params::TryProbe {
+                now,
+                cooldown_ms,
+                probe_timeout_ms,
+            } => vec![
+                Value::Int(now),
+                Value::Int(cooldown_ms),
+                Value::Int(probe_timeout_ms),
+            ],
+        }
+    }
+}
+
 /// The query of `sql` (a statement of [`statement`], in the backend's form) with the key and
 /// `params` bound.
 pub(super) fn query<'q, DB>(
@@ -130,18 +163,12 @@ where
     i64: Encode<'q, DB> + Type<DB>,
     &'q str: Encode<'q, DB> + Type<DB>,
 {
-    let query = sqlx::query::<DB>(sql).bind(namespace).bind(destination);
-    match params {
-        Params::Failure {
-            was_probe,
-            threshold,
-            now,
-        } => query.bind(was_probe).bind(threshold).bind(now),
-        Params::Key => query,
-        Params::TryProbe {
-            now,
-            cooldown_ms,
-            probe_timeout_ms,
-        } => query.bind(now).bind(cooldown_ms).bind(probe_timeout_ms),
+    let mut query = sqlx::query::<DB>(sql).bind(namespace).bind(destination);
+    for value in params.values() {
+        query = match value {
+            Value::Bool(b) => query.bind(b),
+            Value::Int(i) => query.bind(i),
+        };
     }
+    query
 }

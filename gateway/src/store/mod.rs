@@ -31,6 +31,15 @@ pub enum StoreError {
     /// The database refused an operation.
     #[error("database operation failed")]
     Database(#[from] sqlx::Error),
+    /// SQLite refused an operation of the writer.
+    #[error("database operation failed")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A write failed; the cause, as the database gave it.
+    #[error("database write failed: {0}")]
+    WriteFailed(String),
+    /// The store could not start a thread or open a file.
+    #[error("database I/O failed")]
+    Io(#[source] std::io::Error),
     /// Migrations could not run.
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -47,7 +56,10 @@ impl StoreError {
     pub fn category(&self) -> &'static str {
         match self {
             StoreError::UnsupportedUrl { .. } => "config",
-            StoreError::Database(_) => "database",
+            StoreError::Database(_) | StoreError::Sqlite(_) | StoreError::WriteFailed(_) => {
+                "database"
+            }
+            StoreError::Io(_) => "io",
             StoreError::Migrate(_) => "migrate",
             StoreError::Unknown(_) => "corrupt",
             StoreError::WriterGone => "shutdown",

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, SqlitePool};
+use sqlx::{ConnectOptions, Connection, SqlitePool};
 
 use super::model::{
     AttemptQuery, CircuitChange, CircuitRow, ClaimRequest, Completion, CounterKey, Counters,
@@ -60,20 +60,17 @@ impl SqliteStore {
             .foreign_keys(false)
             .pragma("wal_autocheckpoint", "4000")
             .log_statements(tracing::log::LevelFilter::Trace);
-        let mut write_conn = options.clone().connect().await?;
+        let mut migrate_conn = options.clone().connect().await?;
         sqlx::migrate!("./migrations/sqlite")
-            .run(&mut write_conn)
+            .run(&mut migrate_conn)
             .await?;
-        writer::recover(&mut write_conn).await?;
+        migrate_conn.close().await?;
+        let writer = Writer::start(options.get_filename().to_path_buf(), sync)?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.clone().read_only(true))
+            .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore {
-            writer: Writer::start(write_conn, options)
-                .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?,
-            read,
-        })
+        Ok(SqliteStore { writer, read })
     }
 }
 

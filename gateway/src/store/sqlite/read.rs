@@ -5,27 +5,13 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::store::model::{
-    AttemptQuery, AttemptRecord, CircuitRow, CounterKey, Counters, DeliveryState, EventQuery, Job,
+    AttemptQuery, AttemptRecord, CircuitRow, CounterKey, Counters, DeliveryState, EventQuery,
     NewEvent, QueueDepth, StoredAttempt, StoredEvent,
 };
 use crate::store::{detail_from, headers_from, like_escape, StoreError};
 
 fn count(r: &SqliteRow, column: &str) -> Result<u32, StoreError> {
     Ok(u32::try_from(r.try_get::<i64, _>(column)?).unwrap_or(0))
-}
-
-/// A claimed delivery from a `deliveries` row.
-pub(super) fn job_from(r: &SqliteRow) -> Result<Job, StoreError> {
-    Ok(Job {
-        delivery_id: r.try_get("id")?,
-        event_id: r.try_get("event_id")?,
-        namespace: r.try_get("namespace")?,
-        destination: r.try_get("destination")?,
-        route_kind: r.try_get::<&str, _>("route_kind")?.parse()?,
-        route: r.try_get("route")?,
-        attempts: count(r, "attempts")?,
-        round_attempts: count(r, "round_attempts")?,
-    })
 }
 
 fn event_from(r: &SqliteRow) -> Result<StoredEvent, StoreError> {
@@ -184,7 +170,7 @@ pub(super) async fn attempt(
 }
 
 /// A circuit from its row.
-pub(super) fn circuit_from(r: &SqliteRow) -> Result<CircuitRow, StoreError> {
+fn circuit_from(r: &SqliteRow) -> Result<CircuitRow, StoreError> {
     Ok(CircuitRow {
         namespace: r.try_get("namespace")?,
         destination: r.try_get("destination")?,

@@ -1,15 +1,22 @@
-//! The single writer: one task owns the write connection and commits queued operations in
+//! The single writer: one thread owns the write connection and commits queued operations in
 //! groups. A failed group is retried one operation per transaction, so one bad operation
 //! cannot fail the others.
+//!
+//! The writer drives SQLite directly (rusqlite) on its own thread, with every statement
+//! prepared once and kept: a commit is a run of `sqlite3_step` calls on that thread, with no
+//! SQL parsed per commit and no hand-off to another thread per statement. Reads keep the
+//! async pool of the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteConnection};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
+use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use super::SqliteSync;
 use crate::clock::now_ms;
 use crate::store::circuit_sql;
 use crate::store::model::{
@@ -20,8 +27,8 @@ use crate::store::{detail_json, headers_json, unwritten, Health, StoreError};
 
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 512;
-/// Rows per multi-row INSERT, under SQLite's bound-parameter limit.
-const ROWS_PER_INSERT: usize = 400;
+/// Prepared statements kept on the connection (every statement of the writer fits).
+const STATEMENT_CACHE: usize = 64;
 
 enum Op {
     Insert {
@@ -54,36 +61,59 @@ enum Op {
     Probe(oneshot::Sender<Result<(), StoreError>>),
 }
 
-/// Handle to the writer task. Cheap to clone.
+/// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Op>,
     health: Arc<Health>,
 }
 
+/// Opens the write connection to the database at `path`.
+fn open(path: &Path, sync: SqliteSync) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let synchronous = match sync {
+        SqliteSync::Full => "FULL",
+        SqliteSync::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};
+         PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = 4000;"
+    ))?;
+    Ok(conn)
+}
+
 impl Writer {
-    /// Starts the writer task on `conn`.
+    /// Opens the write connection to the (migrated) database at `path`, returns deliveries
+    /// that a previous run had claimed to the queue, and starts the writer thread.
     ///
-    /// The writer runs on a thread of its own: a commit takes several round trips to
-    /// SQLite, and on the shared runtime each of them would wait behind every request
-    /// being served, stretching the commit (and so every sender's wait) under load.
+    /// The writer runs on a thread of its own: a commit is a run of calls into SQLite, and
+    /// on the shared runtime each of them would wait behind every request being served,
+    /// stretching the commit (and so every sender's wait) under load.
     ///
-    /// After a failed commit the connection is replaced by a new one from `options`, so no
-    /// half-finished transaction (SQLite rolls some back by itself on a full disk) can be
-    /// left behind for the next commit.
-    pub fn start(
-        conn: SqliteConnection,
-        options: SqliteConnectOptions,
-    ) -> Result<Writer, std::io::Error> {
+    /// After a failed commit the connection is replaced by a new one, so no half-finished
+    /// transaction (SQLite rolls some back by itself on a full disk) can be left behind for
+    /// the next commit.
+    pub fn start(path: PathBuf, sync: SqliteSync) -> Result<Writer, StoreError> {
+        let mut conn = open(&path, sync)?;
+        recover(&mut conn)?;
         let (tx, rx) = mpsc::channel(16_384);
         let health = Arc::new(Health::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+            .enable_time()
+            .build()
+            .map_err(StoreError::Io)?;
         let shared = health.clone();
         std::thread::Builder::new()
             .name("hookstream-writer".to_owned())
-            .spawn(move || runtime.block_on(run(conn, options, rx, shared)))?;
+            .spawn(move || runtime.block_on(run(conn, path, sync, rx, shared)))
+            .map_err(StoreError::Io)?;
         Ok(Writer { tx, health })
     }
 
@@ -199,18 +229,20 @@ impl Writer {
 
 /// Returns deliveries that a previous run of this gateway had claimed to the queue. Only
 /// safe with a single gateway per database, which is what SQLite supports.
-pub async fn recover(conn: &mut SqliteConnection) -> Result<u64, StoreError> {
-    let done = sqlx::query("UPDATE deliveries SET state = ?, lease_until = NULL WHERE state = ?")
-        .bind(DeliveryState::Pending.as_str())
-        .bind(DeliveryState::Inflight.as_str())
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
+fn recover(conn: &mut Connection) -> Result<usize, rusqlite::Error> {
+    conn.execute(
+        "UPDATE deliveries SET state = ?1, lease_until = NULL WHERE state = ?2",
+        params![
+            DeliveryState::Pending.as_str(),
+            DeliveryState::Inflight.as_str()
+        ],
+    )
 }
 
 async fn run(
-    mut conn: SqliteConnection,
-    options: SqliteConnectOptions,
+    mut conn: Connection,
+    path: PathBuf,
+    sync: SqliteSync,
     mut rx: mpsc::Receiver<Op>,
     health: Arc<Health>,
 ) {
@@ -220,9 +252,9 @@ async fn run(
             ops.insert(0, Op::Complete(std::mem::take(&mut unwritten)));
         }
         let failures = health.failures();
-        unwritten = commit_group(&mut conn, ops, &health).await;
+        unwritten = commit_group(&mut conn, ops, &health);
         if health.failures() != failures {
-            match options.connect().await {
+            match open(&path, sync) {
                 Ok(fresh) => conn = fresh,
                 Err(e) => {
                     warn!(error = %crate::store::error_chain(&e), "cannot reopen the database after a failed write")
@@ -233,36 +265,29 @@ async fn run(
     }
 }
 
-/// Replies are sent after the commit, so nobody hears "done" before the data is durable.
-enum Reply {
-    Insert(
-        oneshot::Sender<Result<InsertOutcome, StoreError>>,
-        InsertOutcome,
-    ),
-    Claim(oneshot::Sender<Result<Vec<Job>, StoreError>>, Vec<Job>),
-    Circuit(
-        oneshot::Sender<Result<Option<CircuitRow>, StoreError>>,
-        Option<CircuitRow>,
-    ),
-    Retry(
-        oneshot::Sender<Result<Option<DeliveryState>, StoreError>>,
-        Option<DeliveryState>,
-    ),
-    Prune(oneshot::Sender<Result<u64, StoreError>>, u64),
-    Probe(oneshot::Sender<Result<(), StoreError>>),
+/// What an operation answers once its transaction is committed.
+enum ReplyValue {
+    Insert(InsertOutcome),
+    Claim(Vec<Job>),
+    Circuit(Option<CircuitRow>),
+    Retry(Option<DeliveryState>),
+    Prune(u64),
+    Probe,
+    /// Completions answer nobody.
+    Nothing,
 }
 
-impl Reply {
-    fn send(self) {
-        // A caller that gave up waiting is not an error.
-        match self {
-            Reply::Insert(tx, v) => drop(tx.send(Ok(v))),
-            Reply::Claim(tx, v) => drop(tx.send(Ok(v))),
-            Reply::Circuit(tx, v) => drop(tx.send(Ok(v))),
-            Reply::Retry(tx, v) => drop(tx.send(Ok(v))),
-            Reply::Prune(tx, v) => drop(tx.send(Ok(v))),
-            Reply::Probe(tx) => drop(tx.send(Ok(()))),
-        }
+/// Sends `op` its answer. Replies are sent after the commit, so nobody hears "done" before
+/// the data is durable; a caller that gave up waiting is not an error.
+fn deliver_reply(op: Op, value: ReplyValue) {
+    match (op, value) {
+        (Op::Insert { reply, .. }, ReplyValue::Insert(v)) => drop(reply.send(Ok(v))),
+        (Op::Claim { reply, .. }, ReplyValue::Claim(v)) => drop(reply.send(Ok(v))),
+        (Op::Circuit { reply, .. }, ReplyValue::Circuit(v)) => drop(reply.send(Ok(v))),
+        (Op::Retry { reply, .. }, ReplyValue::Retry(v)) => drop(reply.send(Ok(v))),
+        (Op::Prune { reply, .. }, ReplyValue::Prune(v)) => drop(reply.send(Ok(v))),
+        (Op::Probe(reply), ReplyValue::Probe) => drop(reply.send(Ok(()))),
+        _ => {}
     }
 }
 
@@ -270,7 +295,7 @@ impl Reply {
 fn fail(op: Op, e: &StoreError) -> Vec<Completion> {
     let cause = crate::store::error_chain(e);
     warn!(error = %cause, "database write failed");
-    let err = || StoreError::Database(sqlx::Error::Protocol(format!("write failed: {cause}")));
+    let err = || StoreError::WriteFailed(cause.clone());
     match op {
         Op::Insert { reply, .. } => drop(reply.send(Err(err()))),
         Op::Claim { reply, .. } => drop(reply.send(Err(err()))),
@@ -284,14 +309,10 @@ fn fail(op: Op, e: &StoreError) -> Vec<Completion> {
 }
 
 /// Commits `ops`; returns the completions that could not be written.
-async fn commit_group(
-    conn: &mut SqliteConnection,
-    ops: Vec<Op>,
-    health: &Health,
-) -> Vec<Completion> {
-    // Fast path: everything in one transaction. Ops are moved into the transaction attempt
-    // only by reference, so the slow path can replay them one by one after a failure.
-    match apply_all(conn, &ops).await {
+fn commit_group(conn: &mut Connection, ops: Vec<Op>, health: &Health) -> Vec<Completion> {
+    // Fast path: everything in one transaction. Ops are only borrowed by the attempt, so
+    // the slow path can replay them one by one after a failure.
+    match apply_all(conn, &ops) {
         Ok(replies) => {
             health.succeeded();
             for (op, reply) in ops.into_iter().zip(replies) {
@@ -306,10 +327,10 @@ async fn commit_group(
         Err(_) => {
             let mut unwritten = Vec::new();
             for op in ops {
-                match apply_all(conn, std::slice::from_ref(&op)).await {
+                match apply_all(conn, std::slice::from_ref(&op)) {
                     Ok(mut replies) => {
                         health.succeeded();
-                        deliver_reply(op, replies.pop().flatten());
+                        deliver_reply(op, replies.pop().unwrap_or(ReplyValue::Nothing));
                     }
                     Err(e) => {
                         health.failed();
@@ -322,210 +343,102 @@ async fn commit_group(
     }
 }
 
-fn deliver_reply(op: Op, reply: Option<ReplyValue>) {
-    let reply = match (op, reply) {
-        (Op::Insert { reply, .. }, Some(ReplyValue::Insert(v))) => Reply::Insert(reply, v),
-        (Op::Claim { reply, .. }, Some(ReplyValue::Claim(v))) => Reply::Claim(reply, v),
-        (Op::Circuit { reply, .. }, Some(ReplyValue::Circuit(v))) => Reply::Circuit(reply, v),
-        (Op::Retry { reply, .. }, Some(ReplyValue::Retry(v))) => Reply::Retry(reply, v),
-        (Op::Prune { reply, .. }, Some(ReplyValue::Prune(v))) => Reply::Prune(reply, v),
-        (Op::Probe(reply), Some(ReplyValue::Probe)) => Reply::Probe(reply),
-        _ => return,
-    };
-    reply.send();
-}
-
-enum ReplyValue {
-    Insert(InsertOutcome),
-    Claim(Vec<Job>),
-    Circuit(Option<CircuitRow>),
-    Retry(Option<DeliveryState>),
-    Prune(u64),
-    Probe,
-}
-
-/// Statements of one commit, sent to SQLite in one round trip: under load each round trip
-/// between the writer and SQLite's thread waits for a CPU, so their number, more than the
-/// work in them, sets how long a commit (and every sender's wait) takes.
-struct Statements<'a> {
-    qb: QueryBuilder<'a, Sqlite>,
-    count: usize,
-}
-
-impl<'a> Statements<'a> {
-    fn new() -> Self {
-        Statements {
-            qb: QueryBuilder::new(""),
-            count: 0,
-        }
-    }
-
-    /// Starts the next statement with `sql` and returns the builder to continue it.
-    fn next(&mut self, sql: &str) -> &mut QueryBuilder<'a, Sqlite> {
-        if self.count > 0 {
-            self.qb.push(";\n");
-        }
-        self.count += 1;
-        self.qb.push(sql);
-        &mut self.qb
-    }
-
-    async fn execute(mut self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-        if self.count > 0 {
-            // Each batch has its own text: caching its prepared form would only evict
-            // the statements that do repeat.
-            self.qb.build().persistent(false).execute(conn).await?;
-        }
-        Ok(())
-    }
-}
-
-/// Whether an operation needs nothing back from the database but success.
-fn is_plain(op: &Op) -> bool {
-    matches!(op, Op::Insert { dedup: None, .. } | Op::Complete(_))
-}
-
-async fn apply_all(
-    conn: &mut SqliteConnection,
-    ops: &[Op],
-) -> Result<Vec<Option<ReplyValue>>, StoreError> {
+/// Applies `ops` in one transaction and commits it; the answers, in the order of `ops`.
+/// On an error the transaction is rolled back (when it is dropped).
+fn apply_all(conn: &mut Connection, ops: &[Op]) -> Result<Vec<ReplyValue>, StoreError> {
     let now = now_ms();
-    if ops.iter().all(is_plain) {
-        // The common case, ingest and delivery results: the whole transaction, BEGIN to
-        // COMMIT, in one round trip.
-        let refs: Vec<&Op> = ops.iter().collect();
-        let mut st = Statements::new();
-        st.next("BEGIN IMMEDIATE");
-        push_plain(&mut st, &refs, now);
-        st.next("COMMIT");
-        if let Err(e) = st.execute(conn).await {
-            // The transaction is still open when a statement after BEGIN failed; when none
-            // is open, ROLLBACK fails harmlessly.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            return Err(e.into());
-        }
-        return Ok(ops
-            .iter()
-            .map(|op| {
-                matches!(op, Op::Insert { .. }).then_some(ReplyValue::Insert(InsertOutcome::Stored))
-            })
-            .collect());
-    }
-
-    let mut tx = conn.begin().await?;
-    let mut plain: Vec<&Op> = Vec::with_capacity(ops.len());
-    let mut replies: Vec<Option<ReplyValue>> = Vec::with_capacity(ops.len());
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut totals = Totals::default();
+    let mut touched: BTreeSet<&str> = BTreeSet::new();
+    let mut replies = Vec::with_capacity(ops.len());
     for op in ops {
         let reply = match op {
-            Op::Insert { event, dedup, .. } => {
+            Op::Insert {
+                event,
+                deliveries,
+                dedup,
+                ..
+            } => {
                 // The dedup claim decides whether the event is stored.
                 let outcome = match dedup {
-                    Some(claim) => claim_dedup(&mut tx, event, claim, now).await?,
+                    Some(claim) => claim_dedup(&tx, event, claim, now)?,
                     None => InsertOutcome::Stored,
                 };
                 if outcome == InsertOutcome::Stored {
-                    plain.push(op);
+                    insert_event(&tx, event, deliveries, now)?;
+                    totals.received(event);
                 }
-                Some(ReplyValue::Insert(outcome))
+                ReplyValue::Insert(outcome)
             }
-            Op::Complete(_) => {
-                plain.push(op);
-                None
+            Op::Complete(list) => {
+                complete(&tx, list, now)?;
+                for c in list {
+                    totals.completed(c);
+                    touched.insert(&c.job.event_id);
+                }
+                ReplyValue::Nothing
             }
-            Op::Claim { request, .. } => {
-                Some(ReplyValue::Claim(claim(&mut tx, request, now).await?))
-            }
+            Op::Claim { request, .. } => ReplyValue::Claim(claim(&tx, request, now)?),
             Op::Circuit {
                 namespace,
                 destination,
                 change,
                 ..
-            } => Some(ReplyValue::Circuit(
-                change_circuit(&mut tx, namespace, destination, *change).await?,
-            )),
-            Op::Retry { request, .. } => Some(ReplyValue::Retry(
-                manual_retry(&mut tx, request, now).await?,
-            )),
+            } => ReplyValue::Circuit(change_circuit(&tx, namespace, destination, *change)?),
+            Op::Retry { request, .. } => ReplyValue::Retry(manual_retry(&tx, request, now)?),
             Op::Probe(_) => {
                 // As large as a commit of a few large events; then emptied again.
-                sqlx::query("INSERT OR REPLACE INTO health (id, checked_at, pad) VALUES (1, ?, zeroblob(262144))")
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE health SET pad = NULL WHERE id = 1")
-                    .execute(&mut *tx)
-                    .await?;
-                Some(ReplyValue::Probe)
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO health (id, checked_at, pad) VALUES (1, ?1, zeroblob(262144))",
+                )?
+                .execute(params![now])?;
+                tx.prepare_cached("UPDATE health SET pad = NULL WHERE id = 1")?
+                    .execute([])?;
+                ReplyValue::Probe
             }
-            Op::Prune { before, limit, .. } => Some(ReplyValue::Prune(
-                prune(&mut tx, *before, *limit, now).await?,
-            )),
+            Op::Prune { before, limit, .. } => ReplyValue::Prune(prune(&tx, *before, *limit, now)?),
         };
         replies.push(reply);
     }
-    let mut st = Statements::new();
-    push_plain(&mut st, &plain, now);
-    st.execute(&mut tx).await?;
-    tx.commit().await?;
+    for event_id in touched {
+        refresh_event_status(&tx, event_id)?;
+    }
+    totals.write(&tx)?;
+    tx.commit()?;
     Ok(replies)
 }
 
-/// Adds the statements of stored inserts, completions and circuit saves.
-fn push_plain<'a>(st: &mut Statements<'a>, ops: &[&'a Op], now: i64) {
-    let mut events: Vec<(&'a NewEvent, bool)> = Vec::new();
-    let mut deliveries: Vec<(&'a NewEvent, &'a NewDelivery)> = Vec::new();
-    let mut completions: Vec<&'a Completion> = Vec::new();
-    for op in ops {
-        match op {
-            Op::Insert {
-                event,
-                deliveries: ds,
-                ..
-            } => {
-                let event: &'a NewEvent = event;
-                events.push((event, !ds.is_empty()));
-                deliveries.extend(ds.iter().map(|d| (event, d)));
-            }
-            Op::Complete(list) => completions.extend(list.iter()),
-            Op::Claim { .. }
-            | Op::Circuit { .. }
-            | Op::Retry { .. }
-            | Op::Prune { .. }
-            | Op::Probe(_) => {}
-        }
-    }
-    push_events(st, &events);
-    push_deliveries(st, &deliveries, now);
-    push_completions(st, &completions, now);
-    push_counters(st, &events, &completions);
+/// Per Source: events received; per Destination: attempts that succeeded or failed and
+/// deliveries dead-lettered; each with the time of the latest. One upsert per object and
+/// commit.
+#[derive(Default)]
+struct Totals<'a> {
+    by_object: BTreeMap<(ObjectKind, &'a str, &'a str), Counts>,
 }
 
-/// Per Source: events received; per Destination: attempts that succeeded or failed and
-/// deliveries dead-lettered; each with the time of the latest. One upsert per commit.
-fn push_counters<'a>(
-    st: &mut Statements<'a>,
-    events: &[(&'a NewEvent, bool)],
-    completions: &[&'a Completion],
-) {
-    #[derive(Default)]
-    struct Totals {
-        received: i64,
-        succeeded: i64,
-        failed: i64,
-        dead: i64,
-        last_at: i64,
-    }
-    let mut totals: BTreeMap<(ObjectKind, &'a str, &'a str), Totals> = BTreeMap::new();
-    for (event, _) in events {
-        let t = totals
+#[derive(Default)]
+struct Counts {
+    received: i64,
+    succeeded: i64,
+    failed: i64,
+    dead: i64,
+    last_at: i64,
+}
+
+impl<'a> Totals<'a> {
+    fn received(&mut self, event: &'a NewEvent) {
+        let t = self
+            .by_object
             .entry((ObjectKind::Source, &event.namespace, &event.source))
             .or_default();
         t.received += 1;
         t.last_at = t.last_at.max(event.received_at);
     }
-    for c in completions {
-        let Some(attempt) = &c.attempt else { continue };
-        let t = totals
+
+    fn completed(&mut self, c: &'a Completion) {
+        let Some(attempt) = &c.attempt else { return };
+        let t = self
+            .by_object
             .entry((
                 ObjectKind::Destination,
                 &c.job.namespace,
@@ -542,270 +455,190 @@ fn push_counters<'a>(
         }
         t.last_at = t.last_at.max(attempt.attempted_at);
     }
-    if totals.is_empty() {
-        return;
-    }
-    let rows: Vec<_> = totals.into_iter().collect();
-    for chunk in rows.chunks(ROWS_PER_INSERT / 2) {
-        st.next(
-            "INSERT INTO counters (kind, namespace, name, received, succeeded, failed, dead_lettered, last_at) ",
-        )
-        .push_values(chunk, |mut row, ((kind, namespace, name), t)| {
-            row.push_bind(kind.as_str())
-                .push_bind(*namespace)
-                .push_bind(*name)
-                .push_bind(t.received)
-                .push_bind(t.succeeded)
-                .push_bind(t.failed)
-                .push_bind(t.dead)
-                .push_bind(t.last_at);
-        })
-        .push(
-            " ON CONFLICT (kind, namespace, name) DO UPDATE SET
-                received = counters.received + excluded.received,
-                succeeded = counters.succeeded + excluded.succeeded,
-                failed = counters.failed + excluded.failed,
-                dead_lettered = counters.dead_lettered + excluded.dead_lettered,
-                last_at = MAX(COALESCE(counters.last_at, 0), excluded.last_at)",
-        );
+
+    fn write(self, tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+        if self.by_object.is_empty() {
+            return Ok(());
+        }
+        let mut st = tx.prepare_cached(
+            "INSERT INTO counters (kind, namespace, name, received, succeeded, failed, dead_lettered, last_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (kind, namespace, name) DO UPDATE SET
+                 received = counters.received + excluded.received,
+                 succeeded = counters.succeeded + excluded.succeeded,
+                 failed = counters.failed + excluded.failed,
+                 dead_lettered = counters.dead_lettered + excluded.dead_lettered,
+                 last_at = MAX(COALESCE(counters.last_at, 0), excluded.last_at)",
+        )?;
+        for ((kind, namespace, name), t) in self.by_object {
+            st.execute(params![
+                kind.as_str(),
+                namespace,
+                name,
+                t.received,
+                t.succeeded,
+                t.failed,
+                t.dead,
+                t.last_at
+            ])?;
+        }
+        Ok(())
     }
 }
 
-async fn claim_dedup(
-    tx: &mut SqliteConnection,
+fn claim_dedup(
+    tx: &Transaction<'_>,
     event: &NewEvent,
     claim: &DedupClaim,
     now: i64,
-) -> Result<InsertOutcome, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO dedup_keys (namespace, source, key, event_id, expires_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (namespace, source, key) DO UPDATE
-         SET event_id = excluded.event_id, expires_at = excluded.expires_at
-         WHERE dedup_keys.expires_at <= ?",
-    )
-    .bind(&event.namespace)
-    .bind(&event.source)
-    .bind(&claim.key)
-    .bind(&event.id)
-    .bind(claim.expires_at)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() > 0 {
+) -> Result<InsertOutcome, rusqlite::Error> {
+    let stored = tx
+        .prepare_cached(
+            "INSERT INTO dedup_keys (namespace, source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (namespace, source, key) DO UPDATE
+             SET event_id = excluded.event_id, expires_at = excluded.expires_at
+             WHERE dedup_keys.expires_at <= ?6",
+        )?
+        .execute(params![
+            event.namespace,
+            event.source,
+            claim.key,
+            event.id,
+            claim.expires_at,
+            now
+        ])?;
+    if stored > 0 {
         return Ok(InsertOutcome::Stored);
     }
-    let row = sqlx::query(
-        "SELECT event_id FROM dedup_keys WHERE namespace = ? AND source = ? AND key = ?",
-    )
-    .bind(&event.namespace)
-    .bind(&event.source)
-    .bind(&claim.key)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(InsertOutcome::Duplicate {
-        event_id: row.try_get("event_id")?,
-    })
+    let event_id = tx
+        .prepare_cached(
+            "SELECT event_id FROM dedup_keys WHERE namespace = ?1 AND source = ?2 AND key = ?3",
+        )?
+        .query_row(params![event.namespace, event.source, claim.key], |r| {
+            r.get(0)
+        })?;
+    Ok(InsertOutcome::Duplicate { event_id })
 }
 
-fn push_events<'a>(st: &mut Statements<'a>, events: &[(&'a NewEvent, bool)]) {
-    for chunk in events.chunks(ROWS_PER_INSERT / 2) {
-        st.next(
-            "INSERT INTO events (id, namespace, source, method, path, query, headers, body, content_type, source_ip, received_at, status, validation_errors) "
-        )
-        .push_values(chunk, |mut row, (e, routed)| {
-            row.push_bind(&e.id)
-                .push_bind(&e.namespace)
-                .push_bind(&e.source)
-                .push_bind(&e.method)
-                .push_bind(&e.path)
-                .push_bind(&e.query)
-                .push_bind(headers_json(&e.headers))
-                .push_bind(e.body.as_ref())
-                .push_bind(&e.content_type)
-                .push_bind(&e.source_ip)
-                .push_bind(e.received_at)
-                .push_bind(if *routed {
-                    EventStatus::Processing.as_str()
-                } else {
-                    EventStatus::Received.as_str()
-                })
-                .push_bind(e.validation_errors.as_ref().map(|v| v.to_string()));
-        });
-    }
-}
-
-fn push_deliveries<'a>(
-    st: &mut Statements<'a>,
-    deliveries: &[(&'a NewEvent, &'a NewDelivery)],
+/// Stores an event and its deliveries.
+fn insert_event(
+    tx: &Transaction<'_>,
+    e: &NewEvent,
+    deliveries: &[NewDelivery],
     now: i64,
-) {
-    for chunk in deliveries.chunks(ROWS_PER_INSERT) {
-        st.next(
-            "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, lease_until, created_at, updated_at) "
-        )
-        .push_values(chunk, |mut row, (e, d)| {
-            row.push_bind(&d.id)
-                .push_bind(&e.id)
-                .push_bind(&e.namespace)
-                .push_bind(&d.destination)
-                .push_bind(d.route_kind.as_str())
-                .push_bind(&d.route)
-                .push_bind(if d.lease_until.is_some() {
-                    DeliveryState::Inflight.as_str()
-                } else {
-                    DeliveryState::Pending.as_str()
-                })
-                .push_bind(now)
-                .push_bind(d.lease_until)
-                .push_bind(now)
-                .push_bind(now);
-        });
-    }
-}
-
-/// Claims due deliveries of one destination, oldest first: claims whose lease ran out, then
-/// pending deliveries. Each is an index range walked in order, so a claim reads about as
-/// many rows as it takes, however long the destination's backlog.
-async fn claim(
-    tx: &mut SqliteConnection,
-    request: &ClaimRequest,
-    now: i64,
-) -> Result<Vec<Job>, StoreError> {
-    let mut jobs = claim_in(tx, request, DeliveryState::Inflight, request.limit, now).await?;
-    let left = request.limit.saturating_sub(jobs.len() as u32);
-    if left > 0 {
-        jobs.extend(claim_in(tx, request, DeliveryState::Pending, left, now).await?);
-    }
-    Ok(jobs)
-}
-
-/// Claims up to `limit` deliveries of the destination in `state` that are due: pending ones
-/// whose due time passed, or claimed ones whose lease ran out.
-async fn claim_in(
-    tx: &mut SqliteConnection,
-    request: &ClaimRequest,
-    state: DeliveryState,
-    limit: u32,
-    now: i64,
-) -> Result<Vec<Job>, StoreError> {
-    let due_column = match state {
-        DeliveryState::Inflight => "lease_until",
-        _ => "due_at",
+) -> Result<(), rusqlite::Error> {
+    let status = if deliveries.is_empty() {
+        EventStatus::Received
+    } else {
+        EventStatus::Processing
     };
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("UPDATE deliveries SET state = ");
-    qb.push_bind(DeliveryState::Inflight.as_str())
-        .push(", lease_until = ")
-        .push_bind(request.lease_until)
-        .push(", updated_at = ")
-        .push_bind(now)
-        .push(" WHERE seq IN (SELECT seq FROM deliveries WHERE state = ")
-        .push_bind(state.as_str())
-        .push(" AND namespace = ")
-        .push_bind(&request.namespace)
-        .push(" AND destination = ")
-        .push_bind(&request.destination)
-        .push(format!(" AND {due_column} <= "))
-        .push_bind(now)
-        .push(" ORDER BY due_at, seq LIMIT ")
-        .push_bind(i64::from(limit))
-        .push(")");
-    qb.push(" RETURNING id, event_id, namespace, destination, route_kind, route, attempts, round_attempts, due_at, seq");
-    let rows = qb.build().fetch_all(&mut *tx).await?;
-    let mut jobs: Vec<(i64, i64, Job)> = rows
-        .iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<i64, _>("due_at")?,
-                r.try_get::<i64, _>("seq")?,
-                super::read::job_from(r)?,
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-    // RETURNING gives no order guarantee; workers start deliveries oldest first.
-    jobs.sort_by_key(|(due, seq, _)| (*due, *seq));
-    Ok(jobs.into_iter().map(|(_, _, j)| j).collect())
+    tx.prepare_cached(
+        "INSERT INTO events (id, namespace, source, method, path, query, headers, body, content_type, source_ip, received_at, status, validation_errors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        e.id,
+        e.namespace,
+        e.source,
+        e.method,
+        e.path,
+        e.query,
+        headers_json(&e.headers),
+        e.body.as_ref(),
+        e.content_type,
+        e.source_ip,
+        e.received_at,
+        status.as_str(),
+        e.validation_errors.as_ref().map(|v| v.to_string()),
+    ])?;
+    for d in deliveries {
+        let state = if d.lease_until.is_some() {
+            DeliveryState::Inflight
+        } else {
+            DeliveryState::Pending
+        };
+        insert_delivery(tx, &e.id, &e.namespace, d, state, d.lease_until, now)?;
+    }
+    Ok(())
 }
 
-fn push_completions<'a>(st: &mut Statements<'a>, completions: &[&'a Completion], now: i64) {
-    if completions.is_empty() {
-        return;
-    }
-    let attempts: Vec<&Completion> = completions
-        .iter()
-        .copied()
-        .filter(|c| c.attempt.is_some())
-        .collect();
-    for chunk in attempts.chunks(ROWS_PER_INSERT / 2) {
-        st.next(
-            "INSERT INTO attempts (id, delivery_id, event_id, namespace, destination, route_kind, route, attempt_number, status, error, request_headers, detail, latency_ms, attempted_at, next_retry_at, is_dlq) ",
-        )
-        .push_values(chunk, |mut row, c| {
-            if let Some(a) = &c.attempt {
-                row.push_bind(&a.id)
-                    .push_bind(&c.job.delivery_id)
-                    .push_bind(&c.job.event_id)
-                    .push_bind(&c.job.namespace)
-                    .push_bind(&c.job.destination)
-                    .push_bind(c.job.route_kind.as_str())
-                    .push_bind(&c.job.route)
-                    .push_bind(i64::from(a.attempt_number))
-                    .push_bind(a.outcome.as_str())
-                    .push_bind(&a.error)
-                    .push_bind(headers_json(&a.request_headers))
-                    .push_bind(detail_json(&a.detail))
-                    .push_bind(a.latency_ms)
-                    .push_bind(a.attempted_at)
-                    .push_bind(a.next_retry_at)
-                    .push_bind(i64::from(a.is_dlq));
-            }
-        });
-    }
-    // One statement per chunk for the state changes and one for the event statuses: at
-    // thousands of deliveries a second, per-row statements would dominate the commit.
-    for chunk in completions.chunks(ROWS_PER_INSERT / 2) {
-        let qb = st.next("WITH v(id, state, due_at, attempted, error) AS (");
-        qb.push_values(chunk, |mut row, c| {
-            let (new_state, due_at) = c.outcome.state();
-            row.push_bind(&c.job.delivery_id)
-                .push_bind(new_state.as_str())
-                .push_bind(due_at)
-                .push_bind(i64::from(c.attempt.is_some()))
-                .push_bind(&c.error);
-        });
-        // Only the holder of the claim may finish it: a delivery retried by hand while an
-        // attempt was in flight keeps its new state.
-        qb.push(
-            ") UPDATE deliveries SET state = v.state, due_at = COALESCE(v.due_at, deliveries.due_at),
-                 lease_until = NULL, attempts = deliveries.attempts + v.attempted,
-                 round_attempts = deliveries.round_attempts + v.attempted,
-                 last_error = COALESCE(v.error, deliveries.last_error), updated_at = ",
-        )
-        .push_bind(now)
-        .push(" FROM v WHERE deliveries.id = v.id AND deliveries.state = ")
-        .push_bind(DeliveryState::Inflight.as_str());
-    }
-    let mut event_ids: Vec<&'a str> = completions
-        .iter()
-        .map(|c| c.job.event_id.as_str())
-        .collect();
-    event_ids.sort_unstable();
-    event_ids.dedup();
-    for chunk in event_ids.chunks(ROWS_PER_INSERT) {
-        push_event_statuses(st, chunk);
-    }
-}
-
-async fn refresh_event_status(
-    tx: &mut SqliteConnection,
+fn insert_delivery(
+    tx: &Transaction<'_>,
     event_id: &str,
-) -> Result<(), sqlx::Error> {
-    let mut st = Statements::new();
-    push_event_statuses(&mut st, &[event_id]);
-    st.execute(tx).await
+    namespace: &str,
+    d: &NewDelivery,
+    state: DeliveryState,
+    lease_until: Option<i64>,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, lease_until, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8, ?8)",
+    )?
+    .execute(params![
+        d.id,
+        event_id,
+        namespace,
+        d.destination,
+        d.route_kind.as_str(),
+        d.route,
+        state.as_str(),
+        now,
+        lease_until,
+    ])?;
+    Ok(())
 }
 
-/// Derives an event's status from its deliveries; the statement continues with a list of
-/// event ids and `)`.
+/// Records finished delivery work: the attempts and the deliveries' new states.
+fn complete(tx: &Transaction<'_>, list: &[Completion], now: i64) -> Result<(), rusqlite::Error> {
+    let mut attempt = tx.prepare_cached(
+        "INSERT INTO attempts (id, delivery_id, event_id, namespace, destination, route_kind, route, attempt_number, status, error, request_headers, detail, latency_ms, attempted_at, next_retry_at, is_dlq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?;
+    // Only the holder of the claim may finish it: a delivery retried by hand while an
+    // attempt was in flight keeps its new state.
+    let mut update = tx.prepare_cached(
+        "UPDATE deliveries SET state = ?1, due_at = COALESCE(?2, due_at), lease_until = NULL,
+             attempts = attempts + ?3, round_attempts = round_attempts + ?3,
+             last_error = COALESCE(?4, last_error), updated_at = ?5
+         WHERE id = ?6 AND state = ?7",
+    )?;
+    for c in list {
+        if let Some(a) = &c.attempt {
+            attempt.execute(params![
+                a.id,
+                c.job.delivery_id,
+                c.job.event_id,
+                c.job.namespace,
+                c.job.destination,
+                c.job.route_kind.as_str(),
+                c.job.route,
+                a.attempt_number,
+                a.outcome.as_str(),
+                a.error,
+                headers_json(&a.request_headers),
+                detail_json(&a.detail),
+                a.latency_ms,
+                a.attempted_at,
+                a.next_retry_at,
+                a.is_dlq,
+            ])?;
+        }
+        let (state, due_at) = c.outcome.state();
+        update.execute(params![
+            state.as_str(),
+            due_at,
+            i64::from(c.attempt.is_some()),
+            c.error,
+            now,
+            c.job.delivery_id,
+            DeliveryState::Inflight.as_str(),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Derives an event's status from its deliveries.
 static EVENT_STATUS_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE events SET status = COALESCE((
@@ -815,7 +648,7 @@ static EVENT_STATUS_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::n
                  WHEN SUM(state IN ('{dead}', '{cancelled}')) > 0 THEN '{failed}'
                  ELSE '{delivered}' END
              FROM deliveries WHERE deliveries.event_id = events.id), '{received}')
-         WHERE id IN (",
+         WHERE id = ?1",
         received = EventStatus::Received,
         processing = EventStatus::Processing,
         failed = EventStatus::Failed,
@@ -827,137 +660,244 @@ static EVENT_STATUS_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::n
     )
 });
 
-/// Derives each event's status from its deliveries.
-fn push_event_statuses<'a>(st: &mut Statements<'a>, event_ids: &[&'a str]) {
-    let qb = st.next(&EVENT_STATUS_UPDATE);
-    let mut list = qb.separated(", ");
-    for id in event_ids {
-        list.push_bind(*id);
-    }
-    qb.push(")");
+fn refresh_event_status(tx: &Transaction<'_>, event_id: &str) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(&EVENT_STATUS_UPDATE)?
+        .execute(params![event_id])?;
+    Ok(())
 }
 
-async fn manual_retry(
-    tx: &mut SqliteConnection,
+/// Claims due deliveries of one destination, oldest first: claims whose lease ran out, then
+/// pending deliveries. Each is an index range walked in order, so a claim reads about as
+/// many rows as it takes, however long the destination's backlog.
+fn claim(tx: &Transaction<'_>, request: &ClaimRequest, now: i64) -> Result<Vec<Job>, StoreError> {
+    let mut jobs = claim_in(tx, request, DeliveryState::Inflight, request.limit, now)?;
+    let left = request.limit.saturating_sub(jobs.len() as u32);
+    if left > 0 {
+        jobs.extend(claim_in(tx, request, DeliveryState::Pending, left, now)?);
+    }
+    Ok(jobs)
+}
+
+/// The claim statement over the column that says when a row in `state` is due.
+fn claim_sql(due_column: &str) -> String {
+    format!(
+        "UPDATE deliveries SET state = ?1, lease_until = ?2, updated_at = ?3
+         WHERE seq IN (SELECT seq FROM deliveries WHERE state = ?4 AND namespace = ?5
+                       AND destination = ?6 AND {due_column} <= ?3
+                       ORDER BY due_at, seq LIMIT ?7)
+         RETURNING id, event_id, namespace, destination, route_kind, route, attempts, round_attempts, due_at, seq"
+    )
+}
+
+static CLAIM_EXPIRED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| claim_sql("lease_until"));
+static CLAIM_PENDING: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| claim_sql("due_at"));
+
+/// A claimed row as read, before its values are checked.
+struct ClaimedRow {
+    due_at: i64,
+    seq: i64,
+    id: String,
+    event_id: String,
+    namespace: String,
+    destination: String,
+    route_kind: String,
+    route: String,
+    attempts: i64,
+    round_attempts: i64,
+}
+
+/// Claims up to `limit` deliveries of the destination in `state` that are due: pending ones
+/// whose due time passed, or claimed ones whose lease ran out.
+fn claim_in(
+    tx: &Transaction<'_>,
+    request: &ClaimRequest,
+    state: DeliveryState,
+    limit: u32,
+    now: i64,
+) -> Result<Vec<Job>, StoreError> {
+    let sql = match state {
+        DeliveryState::Inflight => CLAIM_EXPIRED.as_str(),
+        _ => CLAIM_PENDING.as_str(),
+    };
+    let mut st = tx.prepare_cached(sql)?;
+    let rows = st.query_map(
+        params![
+            DeliveryState::Inflight.as_str(),
+            request.lease_until,
+            now,
+            state.as_str(),
+            request.namespace,
+            request.destination,
+            i64::from(limit),
+        ],
+        |r| {
+            Ok(ClaimedRow {
+                id: r.get("id")?,
+                event_id: r.get("event_id")?,
+                namespace: r.get("namespace")?,
+                destination: r.get("destination")?,
+                route_kind: r.get("route_kind")?,
+                route: r.get("route")?,
+                attempts: r.get("attempts")?,
+                round_attempts: r.get("round_attempts")?,
+                due_at: r.get("due_at")?,
+                seq: r.get("seq")?,
+            })
+        },
+    )?;
+    let mut claimed = rows.collect::<Result<Vec<_>, _>>()?;
+    // RETURNING gives no order guarantee; workers start deliveries oldest first.
+    claimed.sort_by_key(|r| (r.due_at, r.seq));
+    claimed
+        .into_iter()
+        .map(|r| {
+            Ok(Job {
+                delivery_id: r.id,
+                event_id: r.event_id,
+                namespace: r.namespace,
+                destination: r.destination,
+                route_kind: r.route_kind.parse()?,
+                route: r.route,
+                attempts: u32::try_from(r.attempts).unwrap_or(0),
+                round_attempts: u32::try_from(r.round_attempts).unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+fn manual_retry(
+    tx: &Transaction<'_>,
     request: &ManualRetry,
     now: i64,
 ) -> Result<Option<DeliveryState>, StoreError> {
     match request {
         ManualRetry::Delivery { delivery_id } => {
-            let row = sqlx::query("SELECT event_id, state FROM deliveries WHERE id = ?")
-                .bind(delivery_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else { return Ok(None) };
-            let current: DeliveryState = row.try_get::<&str, _>("state")?.parse()?;
+            let row: Option<(String, String)> = tx
+                .prepare_cached("SELECT event_id, state FROM deliveries WHERE id = ?1")?
+                .query_map(params![delivery_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .next()
+                .transpose()?;
+            let Some((event_id, state)) = row else {
+                return Ok(None);
+            };
+            let current: DeliveryState = state.parse()?;
             if current == DeliveryState::Inflight {
                 return Ok(Some(current));
             }
-            let event_id: String = row.try_get("event_id")?;
-            sqlx::query(
-                "UPDATE deliveries SET state = ?, due_at = ?, lease_until = NULL, round_attempts = 0, updated_at = ? WHERE id = ?",
-            )
-            .bind(DeliveryState::Pending.as_str())
-            .bind(now)
-            .bind(now)
-            .bind(delivery_id)
-            .execute(&mut *tx)
-            .await?;
-            refresh_event_status(tx, &event_id).await?;
+            tx.prepare_cached(
+                "UPDATE deliveries SET state = ?1, due_at = ?2, lease_until = NULL, round_attempts = 0, updated_at = ?2 WHERE id = ?3",
+            )?
+            .execute(params![DeliveryState::Pending.as_str(), now, delivery_id])?;
+            refresh_event_status(tx, &event_id)?;
             Ok(Some(DeliveryState::Pending))
         }
         ManualRetry::Event {
             event_id,
             deliveries,
         } => {
-            let row = sqlx::query("SELECT namespace FROM events WHERE id = ?")
-                .bind(event_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else { return Ok(None) };
-            let namespace: String = row.try_get("namespace")?;
+            let namespace: Option<String> = tx
+                .prepare_cached("SELECT namespace FROM events WHERE id = ?1")?
+                .query_map(params![event_id], |r| r.get(0))?
+                .next()
+                .transpose()?;
+            let Some(namespace) = namespace else {
+                return Ok(None);
+            };
             for d in deliveries {
-                sqlx::query(
-                    "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, created_at, updated_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&d.id)
-                .bind(event_id)
-                .bind(&namespace)
-                .bind(&d.destination)
-                .bind(d.route_kind.as_str())
-                .bind(&d.route)
-                .bind(DeliveryState::Pending.as_str())
-                .bind(now)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                insert_delivery(
+                    tx,
+                    event_id,
+                    &namespace,
+                    d,
+                    DeliveryState::Pending,
+                    None,
+                    now,
+                )?;
             }
-            refresh_event_status(tx, event_id).await?;
+            refresh_event_status(tx, event_id)?;
             Ok(Some(DeliveryState::Pending))
         }
     }
 }
 
-async fn change_circuit(
-    tx: &mut SqliteConnection,
+fn change_circuit(
+    tx: &Transaction<'_>,
     namespace: &str,
     destination: &str,
     change: CircuitChange,
 ) -> Result<Option<CircuitRow>, StoreError> {
     let (sql, params) = circuit_sql::statement(change);
     let sql = circuit_sql::for_sqlite(sql);
-    let row = circuit_sql::query::<Sqlite>(&sql, namespace, destination, params)
-        .fetch_optional(&mut *tx)
-        .await?;
-    row.as_ref().map(super::read::circuit_from).transpose()
+    let mut values: Vec<rusqlite::types::Value> =
+        vec![namespace.to_owned().into(), destination.to_owned().into()];
+    values.extend(params.values().into_iter().map(|v| match v {
+        circuit_sql::Value::Bool(b) => rusqlite::types::Value::from(b),
+        circuit_sql::Value::Int(i) => rusqlite::types::Value::from(i),
+    }));
+    let mut st = tx.prepare_cached(&sql)?;
+    let row = st
+        .query_map(rusqlite::params_from_iter(values), |r| {
+            Ok((
+                r.get::<_, String>("namespace")?,
+                r.get::<_, String>("destination")?,
+                r.get::<_, String>("state")?,
+                r.get::<_, i64>("consecutive_failures")?,
+                r.get::<_, Option<i64>>("opened_at")?,
+                r.get::<_, Option<i64>>("last_failure_at")?,
+                r.get::<_, Option<i64>>("probe_at")?,
+            ))
+        })?
+        .next()
+        .transpose()?;
+    let Some((namespace, destination, state, failures, opened_at, last_failure_at, probe_at)) = row
+    else {
+        return Ok(None);
+    };
+    Ok(Some(CircuitRow {
+        namespace,
+        destination,
+        state: state.parse()?,
+        consecutive_failures: u32::try_from(failures).unwrap_or(0),
+        opened_at,
+        last_failure_at,
+        probe_at,
+    }))
 }
 
-async fn prune(
-    tx: &mut SqliteConnection,
-    before: i64,
-    limit: u32,
-    now: i64,
-) -> Result<u64, sqlx::Error> {
+fn prune(tx: &Transaction<'_>, before: i64, limit: u32, now: i64) -> Result<u64, rusqlite::Error> {
     if limit == 0 {
         return Ok(0);
     }
     // Events whose deliveries are all finished; an event still being delivered is kept.
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM events WHERE received_at < ? AND NOT EXISTS (
-             SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.state IN (?, ?))
-         ORDER BY received_at LIMIT ?",
-    )
-    .bind(before)
-    .bind(DeliveryState::Pending.as_str())
-    .bind(DeliveryState::Inflight.as_str())
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await?;
-    for chunk in ids.chunks(ROWS_PER_INSERT) {
-        for table in ["attempts", "deliveries"] {
-            let mut qb: QueryBuilder<'_, Sqlite> =
-                QueryBuilder::new(format!("DELETE FROM {table} WHERE event_id IN ("));
-            let mut list = qb.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            qb.push(")");
-            qb.build().execute(&mut *tx).await?;
+    let ids: Vec<String> = tx
+        .prepare_cached(
+            "SELECT id FROM events WHERE received_at < ?1 AND NOT EXISTS (
+                 SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.state IN (?2, ?3))
+             ORDER BY received_at LIMIT ?4",
+        )?
+        .query_map(
+            params![
+                before,
+                DeliveryState::Pending.as_str(),
+                DeliveryState::Inflight.as_str(),
+                i64::from(limit)
+            ],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    {
+        let mut attempts = tx.prepare_cached("DELETE FROM attempts WHERE event_id = ?1")?;
+        let mut deliveries = tx.prepare_cached("DELETE FROM deliveries WHERE event_id = ?1")?;
+        let mut events = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
+        for id in &ids {
+            attempts.execute(params![id])?;
+            deliveries.execute(params![id])?;
+            events.execute(params![id])?;
         }
-        let mut qb: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("DELETE FROM events WHERE id IN (");
-        let mut list = qb.separated(", ");
-        for id in chunk {
-            list.push_bind(id);
-        }
-        qb.push(")");
-        qb.build().execute(&mut *tx).await?;
     }
-    sqlx::query("DELETE FROM dedup_keys WHERE expires_at <= ?")
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    tx.prepare_cached("DELETE FROM dedup_keys WHERE expires_at <= ?1")?
+        .execute(params![now])?;
     Ok(ids.len() as u64)
 }
