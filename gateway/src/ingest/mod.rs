@@ -224,7 +224,7 @@ pub async fn accept(
         uri,
         headers,
         body,
-        client,
+        source_ip: client.to_string(),
         parsed,
     };
     let routes = request.matching_routes(target);
@@ -273,7 +273,7 @@ struct Checked {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-    client: IpAddr,
+    source_ip: String,
     parsed: Option<Value>,
 }
 
@@ -281,14 +281,13 @@ impl Checked {
     fn matching_routes(&self, target: &RuntimeSource) -> Vec<Arc<Route>> {
         let query = query_pairs(self.uri.query().unwrap_or_default());
         let content_type = content_type(&self.headers);
-        let source_ip = self.client.to_string();
         let view = EventView {
             body: self.parsed.as_ref(),
             headers: &self.headers,
             query: &query,
             method: self.method.as_str(),
             content_type: content_type.as_deref(),
-            source_ip: &source_ip,
+            source_ip: &self.source_ip,
         };
         route::matching(&target.routes, &view)
             .into_iter()
@@ -322,7 +321,7 @@ impl Checked {
                 })
                 .collect(),
             body: self.body,
-            source_ip: self.client.to_string(),
+            source_ip: self.source_ip,
             received_at: now,
             validation_errors,
         }
@@ -340,8 +339,9 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
 /// committed as claimed to workers. Deliveries to destinations whose circuit is not closed,
 /// whose lane is full, or that have deliveries waiting already, queue.
 ///
-/// Runs as a task of its own: a sender that hangs up while its event is being written does
-/// not stop the hand-off, so nothing stored is left claimed but not started.
+/// With deliveries, runs as a task of its own: a sender that hangs up while its event is
+/// being written does not stop the hand-off, so nothing stored is left claimed but not
+/// started.
 async fn store_and_hand_off(
     ingest: &Ingest,
     event: SharedEvent,
@@ -358,8 +358,9 @@ async fn store_and_hand_off(
         deliveries.push(route::delivery(r, hand_off.as_ref().map(|h| h.lease_until)));
         hand_offs.push(hand_off.map(|h| h.ticket));
     }
+    let nothing_to_start = routes.is_empty();
     let ingest = ingest.clone();
-    let task = tokio::spawn(async move {
+    let task = async move {
         let outcome = ingest
             .store
             .insert(event.clone(), deliveries.clone(), dedup)
@@ -379,8 +380,15 @@ async fn store_and_hand_off(
             }
         }
         (event, outcome)
-    });
-    let (event, outcome) = task.await.map_err(|_| Rejection::Unavailable)?;
+    };
+    let (event, outcome) = if nothing_to_start {
+        // No delivery to start: a sender that hangs up strands nothing by ending the wait.
+        task.await
+    } else {
+        tokio::spawn(task)
+            .await
+            .map_err(|_| Rejection::Unavailable)?
+    };
     match outcome {
         Ok(InsertOutcome::Stored) => Ok(Accepted {
             event_id: event.id.clone(),

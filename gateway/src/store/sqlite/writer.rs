@@ -33,6 +33,9 @@ const STATEMENT_CACHE: usize = 64;
 enum Op {
     Insert {
         event: Arc<NewEvent>,
+        /// The event's headers in their stored form, made by the caller: off the writer's
+        /// thread, which every commit waits for.
+        headers: String,
         deliveries: Vec<NewDelivery>,
         dedup: Option<DedupClaim>,
         reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
@@ -146,9 +149,11 @@ impl Writer {
         dedup: Option<DedupClaim>,
     ) -> Result<InsertOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
+        let headers = headers_json(&event.headers);
         self.call(
             Op::Insert {
                 event,
+                headers,
                 deliveries,
                 dedup,
                 reply,
@@ -355,6 +360,7 @@ fn apply_all(conn: &mut Connection, ops: &[Op]) -> Result<Vec<ReplyValue>, Store
         let reply = match op {
             Op::Insert {
                 event,
+                headers,
                 deliveries,
                 dedup,
                 ..
@@ -365,7 +371,7 @@ fn apply_all(conn: &mut Connection, ops: &[Op]) -> Result<Vec<ReplyValue>, Store
                     None => InsertOutcome::Stored,
                 };
                 if outcome == InsertOutcome::Stored {
-                    insert_event(&tx, event, deliveries, now)?;
+                    insert_event(&tx, event, headers, deliveries, now)?;
                     totals.received(event);
                 }
                 ReplyValue::Insert(outcome)
@@ -524,6 +530,7 @@ fn claim_dedup(
 fn insert_event(
     tx: &Transaction<'_>,
     e: &NewEvent,
+    headers: &str,
     deliveries: &[NewDelivery],
     now: i64,
 ) -> Result<(), rusqlite::Error> {
@@ -543,7 +550,7 @@ fn insert_event(
         e.method,
         e.path,
         e.query,
-        headers_json(&e.headers),
+        headers,
         e.body.as_ref(),
         e.content_type,
         e.source_ip,
