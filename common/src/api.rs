@@ -201,8 +201,11 @@ pub struct AttemptDetail {
     pub request_headers: Value,
     /// Headers received, for HTTP destinations that answered.
     pub response_headers: Option<Value>,
-    /// Start of the response body.
+    /// Start of the response body (the first 4 KiB).
     pub response_body: Option<String>,
+    /// True when the response body was longer than `response_body` (the rest was not read).
+    #[serde(default)]
+    pub response_body_truncated: bool,
 }
 
 /// `POST /v1/delivery-attempts/{id}/retry`.

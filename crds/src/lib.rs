@@ -10,6 +10,7 @@ pub mod compiler;
 pub mod config;
 pub mod crdgen;
 pub mod duration;
+pub mod egress;
 pub mod keys;
 pub mod manifest;
 pub mod templates;

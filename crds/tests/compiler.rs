@@ -252,3 +252,58 @@ fn secret_values_never_appear_in_parse_errors() {
         "{text}"
     );
 }
+
+#[test]
+fn a_destination_at_a_denied_literal_address_is_refused_with_egress_denied() {
+    let dest = |name: &str, url: &str| {
+        format!("---\napiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {{name: {name}, namespace: a}}\nspec: {{type: http, http: {{url: \"{url}\"}}}}\n")
+    };
+    let yaml = [
+        dest("metadata", "http://169.254.169.254/latest/meta-data/"),
+        dest("decimal", "http://2852039166/"),
+        dest("mapped", "http://[::ffff:169.254.169.254]/"),
+        dest("loop", "http://127.0.0.1:9/"),
+        dest("named", "http://metadata.internal/"),
+    ]
+    .concat();
+    let mut objs = objects(&yaml);
+    let open = compile(&objs);
+    let denied: Vec<&str> = open
+        .errors
+        .iter()
+        .filter(|e| e.reason == Reason::EgressDenied)
+        .map(|e| e.object.name.as_str())
+        .collect();
+    assert_eq!(
+        denied,
+        ["metadata", "decimal", "mapped"],
+        "{:#?}",
+        open.errors
+    );
+    let e = &open.errors[0];
+    assert_eq!(e.field, "spec.http.url");
+    assert!(
+        e.message.contains("169.254.169.254") && e.message.contains("always denied"),
+        "{}",
+        e.message
+    );
+
+    // The install's default list also refuses loopback; a host name is left to the gateway.
+    objs.egress = hookstream_crds::egress::EgressPolicy::new(
+        vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        Vec::new(),
+    );
+    let install = compile(&objs);
+    let denied: Vec<&str> = install
+        .errors
+        .iter()
+        .filter(|e| e.reason == Reason::EgressDenied)
+        .map(|e| e.object.name.as_str())
+        .collect();
+    assert_eq!(denied, ["metadata", "decimal", "mapped", "loop"]);
+    assert_eq!(
+        install.config.destinations.len(),
+        1,
+        "the named one is kept"
+    );
+}

@@ -699,3 +699,33 @@ spec:
     .await;
     assert_eq!(reason, "DestinationNotFound");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_at_the_metadata_address_is_refused_with_egress_denied() {
+    let ns = Namespace::create("egress");
+    let receiver = Receiver::start().await;
+    let (_gw, _op) = stack(&ns).await;
+    // 2852039166 is 169.254.169.254 spelled as one decimal number.
+    let at = |url: &str| {
+        format!(
+            "apiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {{name: out}}\nspec:\n  type: http\n  http: {{url: \"{url}\"}}\n"
+        )
+    };
+    ns.apply_ok(&at("http://2852039166/latest/meta-data/iam"));
+    let (_, reason, message) = eventually("Destination out Accepted=False", SLOW, || {
+        ns.condition("destination", "out", "Accepted")
+            .filter(|(s, ..)| s == "False")
+    })
+    .await;
+    assert_eq!(reason, "EgressDenied");
+    assert!(
+        message.contains("169.254.169.254") && message.contains("egress policy"),
+        "{message}"
+    );
+    assert_eq!(ready(&ns, "destination", "out").unwrap().0, "False");
+    let events = ns.kubectl_ok(&["get", "events", "--field-selector", "type=Warning"]);
+    assert!(events.contains("EgressDenied"), "{events}");
+
+    ns.apply_ok(&at(&format!("{}/hooks", receiver.url)));
+    wait_ready(&ns, "destination", "out", SLOW).await;
+}

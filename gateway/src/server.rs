@@ -41,6 +41,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let (config_tx, config_rx) = watch::channel(Arc::new(initial));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let egress = delivery::provider::egress::Egress::new(settings.egress_policy());
     let (dispatcher, delivery_task) = delivery::start(
         delivery::Setup {
             store: store.clone(),
@@ -48,6 +49,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             max_in_flight: settings.max_in_flight,
             shutdown_grace: settings.shutdown_grace,
+            egress: egress.clone(),
         },
         shutdown_rx.clone(),
     )
@@ -78,6 +80,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             dispatcher: dispatcher.clone(),
             trusted_proxies: settings.trusted_proxies.clone().into(),
             max_body_bytes: settings.max_body_bytes,
+            max_hops: settings.max_hops,
         },
         dispatcher,
         metrics,
@@ -85,6 +88,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    egress.listening_on(listener.local_addr()?);
     info!(listen = %listener.local_addr()?, "hookstream gateway started");
     axum::serve(listener, crate::http::service(app, keys))
         .with_graceful_shutdown(hookstream_common::shutdown_signal())
@@ -105,7 +109,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 /// the config Secret is read.
 async fn initial_config(settings: &Settings) -> anyhow::Result<(RuntimeConfig, Option<Cluster>)> {
     match (&settings.manifests, &settings.config_secret) {
-        (Some(dir), _) => Ok((load_manifests(dir).await?, None)),
+        (Some(dir), _) => Ok((load_manifests(dir, settings.egress_policy()).await?, None)),
         (None, Some(secret)) => {
             let cluster = Cluster::connect(
                 secret.clone(),
@@ -142,7 +146,12 @@ async fn watch_config(
             }
         }
         (None, Some(dir)) => {
-            manifests::watch(dir.clone(), publish, metrics.clone());
+            manifests::watch(
+                dir.clone(),
+                settings.egress_policy(),
+                publish,
+                metrics.clone(),
+            );
         }
         (None, None) => {}
     }
@@ -175,9 +184,12 @@ fn start_cluster_tasks(
     ))
 }
 
-async fn load_manifests(dir: &std::path::Path) -> anyhow::Result<RuntimeConfig> {
+async fn load_manifests(
+    dir: &std::path::Path,
+    egress: hookstream_crds::egress::EgressPolicy,
+) -> anyhow::Result<RuntimeConfig> {
     let folder = dir.to_path_buf();
-    match tokio::task::spawn_blocking(move || manifests::load(&folder)).await? {
+    match tokio::task::spawn_blocking(move || manifests::load(&folder, &egress)).await? {
         Ok(config) => Ok(config),
         Err(errors) => {
             let list = errors

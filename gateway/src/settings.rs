@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hookstream_crds::config::ObjectKey;
+use hookstream_crds::egress::{parse_net, EgressPolicy};
 use ipnet::IpNet;
 
 /// hookstream gateway: receives webhooks, stores them, routes and delivers them with retries
@@ -70,18 +71,35 @@ pub struct Settings {
     /// Most delivery attempts in flight at once.
     #[arg(long, env = "HOOKSTREAM_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Ranges (CIDRs or addresses, comma-separated) deliveries may not connect to, checked
+    /// on the resolved address at connect time. The Helm chart and the kustomize install
+    /// pass 127.0.0.0/8,::1/128 (inside a pod, loopback reaches the pod itself); the
+    /// binary's default denies none of these, so local receivers work. Link-local and cloud
+    /// metadata addresses, "this host" and the gateway's own listen address are always
+    /// denied.
+    #[arg(long, env = "HOOKSTREAM_EGRESS_DENY", value_delimiter = ',', value_parser = parse_net)]
+    pub egress_deny: Vec<IpNet>,
+    /// When given, the only ranges deliveries may connect to; an address in them is allowed
+    /// even when also in --egress-deny.
+    #[arg(long, env = "HOOKSTREAM_EGRESS_ALLOW", value_delimiter = ',', value_parser = parse_net)]
+    pub egress_allow: Vec<IpNet>,
+    /// Most hops an event may have made through gateways (the X-Hookstream-Hops header of
+    /// the request): a request over it is answered 508, so a Connection that points back at
+    /// a gateway cannot loop.
+    #[arg(long, env = "HOOKSTREAM_MAX_HOPS", default_value_t = 5)]
+    pub max_hops: u32,
     /// Log as JSON lines (the default in containers) instead of text.
     #[arg(long, env = "HOOKSTREAM_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
 }
 
-fn parse_net(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))
-}
-
 fn parse_duration(text: &str) -> Result<Duration, String> {
     hookstream_crds::duration::parse(text)
+}
+
+impl Settings {
+    /// Where deliveries may connect, from --egress-deny and --egress-allow.
+    pub fn egress_policy(&self) -> EgressPolicy {
+        EgressPolicy::new(self.egress_deny.clone(), self.egress_allow.clone())
+    }
 }

@@ -62,6 +62,9 @@ pub struct Options {
     pub instance: String,
     /// Only this namespace's objects (and Secrets) are watched; all namespaces when unset.
     pub watch_namespace: Option<String>,
+    /// Where the gateway's deliveries may connect: Destinations at a denied literal address
+    /// are refused.
+    pub egress: hookstream_crds::egress::EgressPolicy,
 }
 
 impl Options {
@@ -440,6 +443,7 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
         connections: take(&stores.connections, &mut seen),
         topics: take(&stores.topics, &mut seen),
         alert_rules: take(&stores.alert_rules, &mut seen),
+        egress: shared.options.egress.clone(),
         ..Objects::default()
     };
     let namespaces: BTreeSet<String> = seen.keys().map(|(_, k)| k.namespace.clone()).collect();

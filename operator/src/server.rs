@@ -80,6 +80,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             ingest_base_url: settings.ingest_base_url.clone(),
             instance: identity.clone(),
             watch_namespace: settings.watch_namespace.clone(),
+            egress: hookstream_crds::egress::EgressPolicy::new(
+                settings.egress_deny.clone(),
+                settings.egress_allow.clone(),
+            ),
         };
         let stop = shutdown_tx.clone();
         let mut follow = leader.clone();

@@ -43,6 +43,16 @@ pub struct Settings {
     /// and process id.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Ranges (CIDRs or addresses, comma-separated) the gateway's deliveries may not reach;
+    /// a Destination whose URL is a literal address in them is refused with reason
+    /// EgressDenied. Give the gateway the same list. Link-local and metadata addresses are
+    /// always denied.
+    #[arg(long, env = "HOOKSTREAM_EGRESS_DENY", value_delimiter = ',', value_parser = hookstream_crds::egress::parse_net)]
+    pub egress_deny: Vec<ipnet::IpNet>,
+    /// When given, the only ranges deliveries may reach (an address in them is allowed even
+    /// when also in --egress-deny). Give the gateway the same list.
+    #[arg(long, env = "HOOKSTREAM_EGRESS_ALLOW", value_delimiter = ',', value_parser = hookstream_crds::egress::parse_net)]
+    pub egress_allow: Vec<ipnet::IpNet>,
     /// Log as JSON lines (the default in containers) instead of text.
     #[arg(long, env = "HOOKSTREAM_LOG_JSON", default_value_t = false)]
     pub log_json: bool,

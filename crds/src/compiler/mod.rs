@@ -53,6 +53,9 @@ pub struct Objects {
     pub alert_rules: Vec<AlertRule>,
     /// Secrets that `secretRef`s may name.
     pub secrets: Vec<Secret>,
+    /// Where deliveries may connect: a Destination whose URL is a literal address this
+    /// denies is refused (reason `EgressDenied`).
+    pub egress: crate::egress::EgressPolicy,
     /// Where each object came from (a file path), by kind and key, for error messages.
     pub origins: BTreeMap<(String, ObjectKey), String>,
 }
@@ -70,6 +73,8 @@ pub enum Reason {
     InvalidSchema,
     /// A provider type or template this gateway does not support.
     Unsupported,
+    /// A Destination's address is one the egress policy denies.
+    EgressDenied,
     /// Two objects of one kind share a namespace and name.
     DuplicateName,
     /// A referenced Secret, or its key, does not exist.
@@ -93,6 +98,7 @@ impl Reason {
             Reason::InvalidTransform => "InvalidTransform",
             Reason::InvalidSchema => "InvalidSchema",
             Reason::Unsupported => "Unsupported",
+            Reason::EgressDenied => "EgressDenied",
             Reason::DuplicateName => "DuplicateName",
             Reason::SecretNotFound => "SecretNotFound",
             Reason::SourceNotFound => "SourceNotFound",
@@ -332,6 +338,7 @@ struct Ctx<'a> {
     kind: &'static str,
     key: ObjectKey,
     secrets: &'a SecretIndex,
+    egress: &'a crate::egress::EgressPolicy,
     origin: Option<String>,
     errors: Vec<ConfigError>,
 }
@@ -351,6 +358,7 @@ impl<'a> Ctx<'a> {
             kind,
             key,
             secrets,
+            egress: &objects.egress,
             origin,
             errors: Vec::new(),
         }

@@ -1,6 +1,7 @@
 //! Standalone config: a folder of manifests (`*.yaml`, `*.yml`, `*.json`, sub-folders
 //! included) compiled with the same compiler the operator uses, and reloaded when it changes.
 
+use hookstream_crds::egress::EgressPolicy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Reads and compiles every manifest under `dir`. On failure, every error found, each naming
 /// the file, object, field and reason.
-pub fn load(dir: &Path) -> Result<RuntimeConfig, Vec<String>> {
+pub fn load(dir: &Path, egress: &EgressPolicy) -> Result<RuntimeConfig, Vec<String>> {
     let mut files = Vec::new();
     collect(dir, &mut files).map_err(|e| {
         vec![format!(
@@ -28,7 +29,10 @@ pub fn load(dir: &Path) -> Result<RuntimeConfig, Vec<String>> {
         )]
     })?;
     files.sort();
-    let mut objects = Objects::default();
+    let mut objects = Objects {
+        egress: egress.clone(),
+        ..Objects::default()
+    };
     let mut errors = Vec::new();
     let mut read_errors = Vec::new();
     for file in &files {
@@ -86,7 +90,12 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// Watches `dir` and publishes a new snapshot after each change that compiles. A change that
 /// does not compile keeps the last good snapshot and logs every error. The watch is in place
 /// when this returns (so no change made after start-up is missed); reloads run in a task.
-pub fn watch(dir: PathBuf, publish: watch::Sender<Arc<RuntimeConfig>>, metrics: Metrics) {
+pub fn watch(
+    dir: PathBuf,
+    egress: EgressPolicy,
+    publish: watch::Sender<Arc<RuntimeConfig>>,
+    metrics: Metrics,
+) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
@@ -106,13 +115,14 @@ pub fn watch(dir: PathBuf, publish: watch::Sender<Arc<RuntimeConfig>>, metrics: 
         return;
     }
     tokio::spawn(async move {
-        reload_on_change(&dir, &mut rx, &publish, &metrics).await;
+        reload_on_change(&dir, &egress, &mut rx, &publish, &metrics).await;
         drop(watcher);
     });
 }
 
 async fn reload_on_change(
     dir: &Path,
+    egress: &EgressPolicy,
     rx: &mut mpsc::Receiver<()>,
     publish: &watch::Sender<Arc<RuntimeConfig>>,
     metrics: &Metrics,
@@ -124,7 +134,8 @@ async fn reload_on_change(
             .is_ok_and(|m| m.is_some())
         {}
         let folder = dir.to_path_buf();
-        let loaded = tokio::task::spawn_blocking(move || load(&folder)).await;
+        let egress = egress.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&folder, &egress)).await;
         match loaded {
             Ok(Ok(config)) => {
                 info!(

@@ -162,6 +162,8 @@ pub struct Setup {
     pub max_in_flight: usize,
     /// How long shutdown waits for attempts in flight.
     pub shutdown_grace: Duration,
+    /// Where deliveries may connect.
+    pub egress: std::sync::Arc<provider::egress::Egress>,
 }
 
 /// What workers share.
@@ -202,7 +204,7 @@ pub async fn start(
         store: setup.store,
         config: setup.config,
         metrics: setup.metrics,
-        providers: Providers::new()?,
+        providers: Providers::new(setup.egress.clone())?,
         circuits,
         lanes,
         limits: Limits::default(),

@@ -14,6 +14,7 @@ use super::{destination_of, Admission, Shared, Work};
 use crate::clock::now_ms;
 use crate::config::{Route, RuntimeConfig};
 use crate::ids;
+use crate::pipeline::event::event_hops;
 use crate::pipeline::transform;
 use crate::store::{AttemptOutcome, AttemptRecord, Completion, Job, Outcome, SharedEvent};
 
@@ -118,18 +119,23 @@ async fn run(shared: &Shared, job: Job, event: SharedEvent, probe: bool) -> Comp
         payload,
         attempt: attempt_number,
         timestamp: now / 1000,
+        hops: event_hops(&event).saturating_add(1),
     };
     let sent = provider.deliver(&destination, message).await;
-    shared
-        .circuits
-        .record(
-            &dest_key,
-            &destination.circuit,
-            sent.success,
-            was_probe,
-            now_ms(),
-        )
-        .await;
+    // A permanent failure (the egress policy refused the address, no such queue) says
+    // nothing about whether the destination is up: it does not count toward the circuit.
+    if sent.success || !sent.permanent || was_probe {
+        shared
+            .circuits
+            .record(
+                &dest_key,
+                &destination.circuit,
+                sent.success,
+                was_probe,
+                now_ms(),
+            )
+            .await;
+    }
     count_attempt(shared, &dest_key, sent.success, Some(sent.latency));
     finish(shared, job, &destination, sent, now)
 }

@@ -69,22 +69,25 @@ pub(super) fn attempt_summary(a: &StoredAttempt) -> AttemptSummary {
 }
 
 fn attempt_detail(a: &StoredAttempt) -> AttemptBody {
-    let (response_headers, response_body) = match &a.record.detail {
+    let (response_headers, response_body, response_body_truncated) = match &a.record.detail {
         AttemptDetail::Http {
             response_headers,
             response_body,
             status_code,
+            response_body_truncated,
         } => (
             status_code.map(|_| headers_object(response_headers)),
             response_body.clone(),
+            *response_body_truncated,
         ),
-        AttemptDetail::None => (None, None),
+        AttemptDetail::None => (None, None, false),
     };
     AttemptBody {
         summary: attempt_summary(a),
         request_headers: shown_headers(&a.record.request_headers),
         response_headers,
         response_body,
+        response_body_truncated,
     }
 }
 

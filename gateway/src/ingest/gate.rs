@@ -9,6 +9,7 @@ use http::HeaderMap;
 
 use super::{ipfilter, Rejection};
 use crate::config::RuntimeSource;
+use crate::pipeline::event::request_hops;
 
 /// Refuses a client address the Source's IP filter does not allow.
 pub fn check_address(source: &RuntimeSource, client: IpAddr) -> Result<(), Rejection> {
@@ -19,6 +20,23 @@ pub fn check_address(source: &RuntimeSource, client: IpAddr) -> Result<(), Rejec
         }),
         _ => Ok(()),
     }
+}
+
+/// Refuses a request that has passed through more gateways than `limit`.
+pub fn check_hops(
+    source: &RuntimeSource,
+    headers: &HeaderMap,
+    limit: u32,
+) -> Result<(), Rejection> {
+    let hops = request_hops(headers);
+    if hops > limit {
+        return Err(Rejection::LoopDetected {
+            source: source.config.key.clone(),
+            hops,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// Takes one request from the Source's rate limit, or says how long to wait.

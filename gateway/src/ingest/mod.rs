@@ -31,7 +31,7 @@ use crate::clock::now_ms;
 use crate::config::{Route, RuntimeSource};
 use crate::delivery::{Admission, Dispatcher, Work};
 use crate::ids;
-use crate::pipeline::event::query_pairs;
+use crate::pipeline::event::{query_pairs, HOPS_HEADER};
 use crate::pipeline::filter::EventView;
 use crate::pipeline::route;
 use crate::store::{
@@ -112,6 +112,11 @@ pub enum Rejection {
     },
     /// The event could not be stored.
     Unavailable,
+    LoopDetected {
+        source: ObjectKey,
+        hops: u32,
+        limit: u32,
+    },
 }
 
 impl Rejection {
@@ -125,6 +130,7 @@ impl Rejection {
             Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Rejection::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
         }
     }
 
@@ -138,6 +144,7 @@ impl Rejection {
             Rejection::Unauthorized(_) => "unauthorized",
             Rejection::Invalid { .. } => "invalid",
             Rejection::Unavailable => "unavailable",
+            Rejection::LoopDetected { .. } => "loop_detected",
         }
     }
 
@@ -163,6 +170,9 @@ impl Rejection {
                 format!("request body does not match the schema of source {source}")
             }
             Rejection::Unavailable => "event storage is unavailable; retry later".to_owned(),
+            Rejection::LoopDetected { source, hops, limit } => format!(
+                "the request has made {hops} hops through gateways ({HOPS_HEADER}), over the limit of {limit} for source {source}: a Connection probably delivers back into a gateway"
+            ),
         }
     }
 }
@@ -178,6 +188,8 @@ pub struct Ingest {
     pub trusted_proxies: Arc<[IpNet]>,
     /// The gateway's body limit (a Source may set a lower one).
     pub max_body_bytes: u64,
+    /// Most hops a request may carry (`X-Hookstream-Hops`); over it, 508.
+    pub max_hops: u32,
 }
 
 /// An accepted request.
@@ -209,6 +221,7 @@ pub async fn accept(
     } = incoming;
     let client = ipfilter::client_ip(peer.ip(), &headers, &ingest.trusted_proxies);
     gate::check_address(target, client)?;
+    gate::check_hops(target, &headers, ingest.max_hops)?;
     gate::check_rate(target)?;
     let body = gate::read_body(target, ingest.max_body_bytes, &headers, body).await?;
     let now = now_ms();

@@ -8,6 +8,31 @@ use super::filter::EventView;
 use crate::clock::rfc3339;
 use crate::store::NewEvent;
 
+/// The header that counts how many gateways an event has passed through: each delivery
+/// carries the hop count of its event plus one, and ingest refuses a request over the limit
+/// (`--max-hops`), so a Connection pointing back at a gateway cannot loop.
+pub const HOPS_HEADER: &str = "X-Hookstream-Hops";
+
+/// The hop count a request carries: its `X-Hookstream-Hops` header, 0 when absent or not a
+/// number (a request that did not come from a gateway).
+pub fn request_hops(headers: &HeaderMap) -> u32 {
+    headers
+        .get(HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The hop count of a stored event: the `X-Hookstream-Hops` header it was received with.
+pub fn event_hops(event: &NewEvent) -> u32 {
+    event
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(HOPS_HEADER))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A stored event's request rebuilt for filters: what [`EventView`] borrows from.
 pub struct EventData {
     method: String,

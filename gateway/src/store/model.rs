@@ -252,6 +252,9 @@ pub enum AttemptDetail {
         response_headers: Vec<(String, String)>,
         /// Start of the response body.
         response_body: Option<String>,
+        /// The body was longer than what was kept (the first few KiB).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        response_body_truncated: bool,
     },
 }
 
@@ -530,6 +533,7 @@ mod tests {
             status_code: Some(503),
             response_headers: vec![("retry-after".into(), "1".into())],
             response_body: Some("busy".into()),
+            response_body_truncated: false,
         };
         let text = serde_json::to_string(&d).unwrap();
         assert!(

@@ -2,6 +2,7 @@
 //! static and secret headers, the signature), send it on the shared keep-alive client, and
 //! describe what came back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -11,26 +12,32 @@ use hmac::{Hmac, Mac};
 use hookstream_crds::config::{DestinationConfig, HttpConfig, SigningConfig};
 use hookstream_crds::v1alpha1::{SigningAlgorithm, SigningScheme};
 
+use super::egress::{self, Egress};
 use super::{Headers, Message, Provider, ProviderError, Sent};
+use crate::pipeline::event::HOPS_HEADER;
 use crate::store::AttemptDetail;
 
-/// Most response body bytes kept with an attempt.
-const RESPONSE_BODY_LIMIT: usize = 16 * 1024;
+/// Most response body bytes kept with an attempt; the rest is not read.
+pub const RESPONSE_BODY_LIMIT: usize = 4 * 1024;
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Shown instead of a header value that came from a Secret.
 pub const REDACTED: &str = "[redacted]";
 
 /// Delivers to HTTP(S) endpoints on one keep-alive client. Redirects are not followed: a
-/// redirect is the destination's answer, recorded as a failure.
+/// redirect is the destination's answer, recorded as a failure. Connections go only where
+/// the egress policy allows, and never through a proxy from the environment.
 pub struct HttpProvider {
     client: reqwest::Client,
+    egress: Arc<Egress>,
 }
 
 impl HttpProvider {
     /// Builds the shared client.
-    pub fn new() -> Result<HttpProvider, ProviderError> {
+    pub fn new(egress: Arc<Egress>) -> Result<HttpProvider, ProviderError> {
         let client = reqwest::Client::builder()
+            .dns_resolver(egress.resolver())
+            .no_proxy()
             .pool_max_idle_per_host(256)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
@@ -41,7 +48,7 @@ impl HttpProvider {
                 kind: "http",
                 message: e.to_string(),
             })?;
-        Ok(HttpProvider { client })
+        Ok(HttpProvider { client, egress })
     }
 }
 
@@ -58,26 +65,51 @@ impl Provider for HttpProvider {
         let (headers, shown) = request_headers(
             http,
             destination.signing.as_ref(),
-            &message.event.id,
-            message.attempt,
-            message.timestamp,
+            &Stamp {
+                event_id: &message.event.id,
+                attempt: message.attempt,
+                timestamp: message.timestamp,
+                hops: message.hops,
+            },
             message.payload.content_type.as_deref(),
             &message.payload.body,
         );
+        if let Some(denied) = self.denied(&http.url).await {
+            return Sent {
+                permanent: true,
+                error: Some(denied),
+                request_headers: shown,
+                ..Sent::default()
+            };
+        }
         let response = send(&self.client, http, &headers, message.payload.body).await;
         Sent {
             success: response.succeeded(),
-            permanent: false,
+            permanent: response.permanent,
             error: response.error,
             request_headers: shown,
             detail: AttemptDetail::Http {
                 status_code: response.status,
                 response_headers: response.headers.unwrap_or_default(),
                 response_body: response.body,
+                response_body_truncated: response.truncated,
             },
             retry_after: response.retry_after,
             latency: response.latency,
         }
+    }
+}
+
+impl HttpProvider {
+    /// Why the policy refuses the destination's literal address (or this gateway's own
+    /// port), in words; host names are checked when they are resolved.
+    async fn denied(&self, url: &str) -> Option<String> {
+        let url = url::Url::parse(url).ok()?;
+        self.egress
+            .check_url(&url)
+            .await
+            .err()
+            .map(|e| e.to_string())
     }
 }
 
@@ -90,6 +122,11 @@ struct Response {
     pub headers: Option<Vec<(String, String)>>,
     /// Start of the response body.
     pub body: Option<String>,
+    /// The body was longer than what was kept.
+    pub truncated: bool,
+    /// The failure will not go away by retrying (the egress policy refused the address, or
+    /// the destination answered 508 Loop Detected).
+    pub permanent: bool,
     /// Why it failed, when it did.
     pub error: Option<String>,
     /// Delay asked for by `Retry-After` on a 429 or 503.
@@ -105,18 +142,35 @@ impl Response {
     }
 }
 
+/// What hookstream stamps on every delivery.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp<'a> {
+    /// The event's id.
+    pub event_id: &'a str,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Send time, unix seconds.
+    pub timestamp: i64,
+    /// Hops the delivery makes (the event's, plus this one).
+    pub hops: u32,
+}
+
 /// Headers of a delivery: hookstream's own, the destination's static and secret headers,
 /// the content type and the signature. Returns the headers to send and the same list with
 /// secret values redacted, for the attempt record.
 pub fn request_headers(
     http: &HttpConfig,
     signing: Option<&SigningConfig>,
-    event_id: &str,
-    attempt: u32,
-    timestamp: i64,
+    stamp: &Stamp<'_>,
     content_type: Option<&str>,
     body: &[u8],
 ) -> (Headers, Headers) {
+    let Stamp {
+        event_id,
+        attempt,
+        timestamp,
+        hops,
+    } = *stamp;
     let mut send: Vec<(String, String)> = http.headers.clone();
     let mut shown = send.clone();
     for (name, value) in &http.secret_headers {
@@ -133,6 +187,7 @@ pub fn request_headers(
             attempt.to_string(),
         ),
         ("X-Hookstream-Timestamp".to_owned(), timestamp.to_string()),
+        (HOPS_HEADER.to_owned(), hops.to_string()),
     ];
     if let Some(ct) = content_type {
         own.push(("Content-Type".to_owned(), ct.to_owned()));
@@ -252,8 +307,13 @@ async fn send(
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
             }
+            // A gateway on the way saw this event go round too often: retrying cannot help.
+            out.permanent = status == 508;
             match read_limited(response).await {
-                Ok(text) => out.body = Some(text),
+                Ok((text, truncated)) => {
+                    out.body = Some(text);
+                    out.truncated = truncated;
+                }
                 Err(e) => {
                     out.error = Some(format!("reading the response failed: {}", describe(&e)))
                 }
@@ -262,19 +322,28 @@ async fn send(
                 out.error = Some(format!("destination answered {status}"));
             }
         }
-        Err(e) => out.error = Some(describe(&e)),
+        Err(e) => {
+            out.permanent = egress::denial(&e).is_some();
+            out.error = Some(describe(&e));
+        }
     }
     out.latency = started.elapsed();
     out
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<String, reqwest::Error> {
+/// The start of the response body, at most [`RESPONSE_BODY_LIMIT`] bytes, and whether there
+/// was more (which is not read: the connection is dropped instead).
+async fn read_limited(mut response: reqwest::Response) -> Result<(String, bool), reqwest::Error> {
     let mut kept = Vec::new();
     while let Some(chunk) = response.chunk().await? {
-        let room = RESPONSE_BODY_LIMIT.saturating_sub(kept.len());
-        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let room = RESPONSE_BODY_LIMIT - kept.len();
+        if chunk.len() > room {
+            kept.extend_from_slice(&chunk[..room]);
+            return Ok((String::from_utf8_lossy(&kept).into_owned(), true));
+        }
+        kept.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&kept).into_owned())
+    Ok((String::from_utf8_lossy(&kept).into_owned(), false))
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -383,8 +452,13 @@ mod tests {
             )],
             timeout_ms: 1000,
         };
-        let (send, shown) =
-            request_headers(&http, None, "evt_1", 1, 1, Some("application/json"), b"{}");
+        let stamp = Stamp {
+            event_id: "evt_1",
+            attempt: 1,
+            timestamp: 1,
+            hops: 1,
+        };
+        let (send, shown) = request_headers(&http, None, &stamp, Some("application/json"), b"{}");
         assert!(send.contains(&("Authorization".into(), "Bearer t0ken".into())));
         assert!(shown.contains(&("Authorization".into(), REDACTED.into())));
         assert!(!format!("{shown:?}").contains("t0ken"));

@@ -4,8 +4,10 @@
 //!
 //! Adding a type is a module here plus its line in [`Providers::for_destination`].
 
+pub mod egress;
 pub mod http;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +30,9 @@ pub struct Message<'a> {
     pub attempt: u32,
     /// Send time, unix seconds (signed into the message where the type signs).
     pub timestamp: i64,
+    /// Gateways the message will have passed through once sent: the event's hops plus one
+    /// (sent as `X-Hookstream-Hops`, or the type's equivalent).
+    pub hops: u32,
 }
 
 /// What came of sending a message.
@@ -74,10 +79,10 @@ pub struct ProviderError {
 }
 
 impl Providers {
-    /// Sets up every provider.
-    pub fn new() -> Result<Providers, ProviderError> {
+    /// Sets up every provider; each connects only where `egress` allows.
+    pub fn new(egress: Arc<egress::Egress>) -> Result<Providers, ProviderError> {
         Ok(Providers {
-            http: http::HttpProvider::new()?,
+            http: http::HttpProvider::new(egress)?,
         })
     }
 
