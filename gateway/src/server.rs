@@ -17,6 +17,7 @@ use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{self, SharedStore};
+use hookstream_transform::sandbox::Sandbox;
 
 /// How long startup waits for the config Secret before serving without routes.
 const CONFIG_WAIT: Duration = Duration::from_secs(30);
@@ -42,6 +43,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (config_tx, config_rx) = watch::channel(Arc::new(initial));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let egress = delivery::provider::egress::Egress::new(settings.egress_policy());
+    let sandbox = start_sandbox(&settings).await?;
     let (dispatcher, delivery_task) = delivery::start(
         delivery::Setup {
             store: store.clone(),
@@ -50,6 +52,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             max_in_flight: settings.max_in_flight,
             shutdown_grace: settings.shutdown_grace,
             egress: egress.clone(),
+            sandbox,
         },
         shutdown_rx.clone(),
     )
@@ -103,6 +106,27 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     store.flush().await;
     info!("hookstream gateway stopped");
     Ok(())
+}
+
+/// Starts the transform workers' pool with one worker, so a missing or broken worker program
+/// stops the start with the reason instead of failing every transformed delivery.
+async fn start_sandbox(settings: &Settings) -> anyhow::Result<Arc<Sandbox>> {
+    let program = settings.transform_worker()?;
+    let limits = settings.sandbox_limits();
+    let sandbox = Sandbox::new(program.clone(), limits);
+    sandbox.warm_up().await.with_context(|| {
+        format!(
+            "cannot start the transform worker {} (build it with `cargo build -p hookstream-gateway`, or give --transform-worker)",
+            program.display()
+        )
+    })?;
+    info!(
+        workers = limits.workers,
+        memory_mib = limits.memory_bytes / (1024 * 1024),
+        timeout_ms = u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
+        "transform workers ready"
+    );
+    Ok(sandbox)
 }
 
 /// The config to start with: the manifests folder compiled, or (in a cluster) nothing until

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use hookstream_crds::config::ObjectKey;
 use hookstream_crds::egress::{parse_net, EgressPolicy};
+use hookstream_transform::sandbox::{worker_program, SandboxLimits};
 use ipnet::IpNet;
 
 /// hookstream gateway: receives webhooks, stores them, routes and delivers them with retries
@@ -88,6 +89,22 @@ pub struct Settings {
     /// a gateway cannot loop.
     #[arg(long, env = "HOOKSTREAM_MAX_HOPS", default_value_t = 5)]
     pub max_hops: u32,
+    /// Worker processes that evaluate JSONata transforms, and so evaluations at once.
+    /// Default: the number of CPUs, at least 2.
+    #[arg(long, env = "HOOKSTREAM_TRANSFORM_WORKERS")]
+    pub transform_workers: Option<usize>,
+    /// Memory one transform evaluation may take, in MiB; past it the worker is stopped and
+    /// the delivery fails with "memory limit".
+    #[arg(long, env = "HOOKSTREAM_TRANSFORM_MEMORY_MIB", default_value_t = 64)]
+    pub transform_memory_mib: u64,
+    /// Time one transform evaluation may take, like 100ms; past it the worker is killed and
+    /// the delivery fails with "time limit".
+    #[arg(long, env = "HOOKSTREAM_TRANSFORM_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub transform_timeout: Duration,
+    /// The transform worker program. Default: hookstream-transform-worker beside this
+    /// executable.
+    #[arg(long, env = "HOOKSTREAM_TRANSFORM_WORKER")]
+    pub transform_worker: Option<PathBuf>,
     /// Log as JSON lines (the default in containers) instead of text.
     #[arg(long, env = "HOOKSTREAM_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -98,6 +115,25 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Settings {
+    /// The transform sandbox's limits, from the --transform-* flags.
+    pub fn sandbox_limits(&self) -> SandboxLimits {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        SandboxLimits {
+            memory_bytes: self.transform_memory_mib.saturating_mul(1024 * 1024),
+            timeout: self.transform_timeout,
+            workers: self.transform_workers.unwrap_or(cpus).max(1),
+            ..SandboxLimits::default()
+        }
+    }
+
+    /// The transform worker program: --transform-worker, else beside this executable.
+    pub fn transform_worker(&self) -> anyhow::Result<PathBuf> {
+        match &self.transform_worker {
+            Some(path) => Ok(path.clone()),
+            None => Ok(worker_program(&std::env::current_exe()?)),
+        }
+    }
+
     /// Where deliveries may connect, from --egress-deny and --egress-allow.
     pub fn egress_policy(&self) -> EgressPolicy {
         EgressPolicy::new(self.egress_deny.clone(), self.egress_allow.clone())

@@ -92,3 +92,49 @@ async fn sigterm_finishes_deliveries_in_flight_then_exits() {
         "no second delivery after a clean shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_attempts_keep_stopping_the_gateway_is_dead_lettered_after_its_retries() {
+    let receiver = Receiver::start().await;
+    // The destination never answers within the attempt: each time, the gateway is killed
+    // while the attempt is in flight, as if the delivery itself brought it down.
+    receiver.set_default(Answer {
+        status: 200,
+        headers: Vec::new(),
+        delay: Duration::from_secs(300),
+    });
+    let manifests = common::single_route(&format!(
+        "  type: http\n  http: {{url: \"{}/hook\", timeoutSeconds: 60}}\n  retry: {{maxRetries: 1, intervals: [100ms]}}\n",
+        receiver.url
+    ));
+    let mut gw = Gateway::start(&manifests).await;
+    let r = gw.ingest("t", "in", r#"{"n":1}"#, &[]).await;
+    assert_eq!(r.status(), 200);
+    let id = r.json::<serde_json::Value>().await.unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // One attempt and one retry are allowed: both are cut short by a SIGKILL.
+    for n in 1..=2 {
+        receiver.wait_for(n, Duration::from_secs(60)).await;
+        gw.kill9();
+        gw.restart().await;
+    }
+    // The third claim finds the retries used up: dead-lettered without a third request.
+    gw.wait_event_status(&id, "failed", Duration::from_secs(60))
+        .await;
+    let (_, attempts) = gw
+        .get(&format!("/v1/delivery-attempts?event_id={id}"))
+        .await;
+    let list = attempts["delivery_attempts"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "only the last claim is recorded: {list:?}");
+    let error = list[0]["error"].as_str().unwrap();
+    assert!(error.contains("retries used up"), "{error}");
+    assert_eq!(list[0]["is_dlq"], 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "not run again after the restart"
+    );
+}

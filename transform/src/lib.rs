@@ -71,6 +71,7 @@ use jsonata_core::value::{with_stack, JValue};
 use serde_json::Value;
 
 mod guard;
+pub mod sandbox;
 
 // `catch_unwind` is how a panic in the engine is turned into an error. With
 // `panic = "abort"` every such panic would end the gateway instead.

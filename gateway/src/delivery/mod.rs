@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookstream_crds::config::{DestinationConfig, ObjectKey};
-use hookstream_transform::Limits;
+use hookstream_transform::sandbox::Sandbox;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::ConfigHandle;
@@ -164,6 +164,8 @@ pub struct Setup {
     pub shutdown_grace: Duration,
     /// Where deliveries may connect.
     pub egress: std::sync::Arc<provider::egress::Egress>,
+    /// The worker processes transforms run in.
+    pub sandbox: std::sync::Arc<Sandbox>,
 }
 
 /// What workers share.
@@ -174,7 +176,7 @@ struct Shared {
     providers: Providers,
     circuits: Arc<Circuits>,
     lanes: Arc<Lanes>,
-    limits: Limits,
+    sandbox: Arc<Sandbox>,
     dispatcher: Dispatcher,
 }
 
@@ -207,7 +209,7 @@ pub async fn start(
         providers: Providers::new(setup.egress.clone())?,
         circuits,
         lanes,
-        limits: Limits::default(),
+        sandbox: setup.sandbox.clone(),
         dispatcher: dispatcher.clone(),
     });
     let handle = tokio::spawn(dispatcher::run(

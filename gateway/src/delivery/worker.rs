@@ -26,7 +26,7 @@ pub(super) async fn attempt(shared: Arc<Shared>, work: Work) {
         "delivery",
         event_id = %work.job.event_id,
         destination = %format!("{}/{}", work.job.namespace, work.job.destination),
-        attempt = work.job.attempts + 1
+        attempt = work.job.attempts
     );
     let key = destination_of(&work.job);
     let Work {
@@ -93,9 +93,23 @@ async fn run(shared: &Shared, job: Job, event: SharedEvent, probe: bool) -> Comp
     if !probe && !shared.circuits.is_closed(&dest_key) {
         return unattempted(job, Outcome::Release, None);
     }
+    // Each claim counted as an attempt. More claims than the retry policy allows means
+    // earlier attempts never finished: the gateway stopped during each (whatever this
+    // delivery does to it), so it is not run again.
+    if job.round_attempts > destination.retry.max_retries.saturating_add(1) {
+        let sent = Sent {
+            permanent: true,
+            error: Some(format!(
+                "retries used up: claimed {} times, and attempts that never finished (the gateway stopped during them) count",
+                job.round_attempts
+            )),
+            ..Sent::default()
+        };
+        return finish(shared, job, &destination, sent, now);
+    }
     let was_probe = probe;
-    let attempt_number = job.attempts + 1;
-    let payload = match transform::payload(&route, &event, shared.limits, &shared.metrics).await {
+    let attempt_number = job.attempts;
+    let payload = match transform::payload(&route, &event, &shared.sandbox, &shared.metrics).await {
         Ok(p) => p,
         Err(error) => {
             // The destination was not contacted: this says nothing about its health.
@@ -167,7 +181,7 @@ fn finish(
 ) -> Completion {
     let mut record = AttemptRecord {
         id: ids::attempt(),
-        attempt_number: job.attempts + 1,
+        attempt_number: job.attempts,
         outcome: if sent.success {
             AttemptOutcome::Success
         } else {
@@ -190,7 +204,7 @@ fn finish(
         };
     }
     let error = record.error.clone();
-    let round = job.round_attempts + 1;
+    let round = job.round_attempts;
     let next = schedule::after_failure(
         &destination.retry,
         round,

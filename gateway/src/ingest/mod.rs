@@ -433,8 +433,9 @@ fn new_job(event: &NewEvent, d: NewDelivery) -> Job {
         destination: d.destination,
         route_kind: d.route_kind,
         route: d.route,
-        attempts: 0,
-        round_attempts: 0,
+        // Stored as claimed: the claim is its first attempt.
+        attempts: 1,
+        round_attempts: 1,
     }
 }
 

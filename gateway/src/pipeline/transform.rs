@@ -4,7 +4,7 @@
 //! attempt by the caller; it never takes the gateway down.
 
 use bytes::Bytes;
-use hookstream_transform::Limits;
+use hookstream_transform::sandbox::{Sandbox, SandboxError, Stage};
 use serde_json::Value;
 
 use super::event::transform_input;
@@ -21,11 +21,13 @@ pub struct Payload {
     pub content_type: Option<String>,
 }
 
-/// The payload of `event` along `route`, evaluated off the async workers.
+/// The payload of `event` along `route`: the route's transform and then the destination's
+/// payload transform run in the sandbox's worker processes, under its memory and time
+/// limits.
 pub async fn payload(
     route: &Route,
     event: &SharedEvent,
-    limits: Limits,
+    sandbox: &Sandbox,
     metrics: &Metrics,
 ) -> Result<Payload, String> {
     if route.transform.is_none() && route.payload.is_none() {
@@ -34,38 +36,40 @@ pub async fn payload(
             content_type: event.content_type.clone(),
         });
     }
-    let (transform, payload) = (route.transform.clone(), route.payload.clone());
-    let credential = route.credential.clone();
-    let event = event.clone();
-    let label = format!("{}/{}", route.namespace, route.destination);
-    // Evaluation is CPU work bounded by the limits; it runs off the async workers.
-    let result = tokio::task::spawn_blocking(move || {
-        let (input, mut bindings) = transform_input(&event);
-        let routed = match transform {
-            Some(expression) => {
-                let refs: Vec<(&str, &Value)> = bindings.iter().map(|(k, v)| (*k, v)).collect();
-                match expression.evaluate(&input, &refs, &limits) {
-                    Ok(Some(value)) => value,
-                    Ok(None) => return Ok(None),
-                    Err(e) => return Err(("transform", e)),
-                }
-            }
-            None => input,
-        };
-        let Some(expression) = payload else {
-            return Ok(Some(routed));
-        };
-        if let Some(c) = credential {
-            bindings.push(("credential", Value::String(c)));
+    let (input, bindings) = transform_input(event);
+    let bindings: Vec<(String, Value)> = bindings
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let mut stages = Vec::with_capacity(2);
+    let mut names = Vec::with_capacity(2);
+    if let Some(expression) = &route.transform {
+        stages.push(Stage {
+            expression: expression.source().to_owned(),
+            bindings: bindings.clone(),
+        });
+        names.push("transform");
+    }
+    if let Some(expression) = &route.payload {
+        let mut bindings = bindings;
+        if let Some(c) = &route.credential {
+            bindings.push(("credential".to_owned(), Value::String(c.clone())));
         }
-        let refs: Vec<(&str, &Value)> = bindings.iter().map(|(k, v)| (*k, v)).collect();
-        expression
-            .evaluate(&routed, &refs, &limits)
-            .map_err(|e| ("destination transform", e))
-    })
-    .await
-    .map_err(|e| format!("transform failed: {e}"))?;
-    match result {
+        stages.push(Stage {
+            expression: expression.source().to_owned(),
+            bindings,
+        });
+        names.push("destination transform");
+    }
+    let label = format!("{}/{}", route.namespace, route.destination);
+    let fail = |category: &str, message: String| {
+        metrics
+            .transform_failures
+            .with_label_values(&[&label, category])
+            .inc();
+        message
+    };
+    match sandbox.evaluate(input, stages).await {
         Ok(Some(value)) => {
             let body = serde_json::to_vec(&value)
                 .map_err(|e| format!("transform result is not JSON: {e}"))?;
@@ -74,19 +78,14 @@ pub async fn payload(
                 content_type: Some("application/json".to_owned()),
             })
         }
-        Ok(None) => {
-            metrics
-                .transform_failures
-                .with_label_values(&[&label, "empty"])
-                .inc();
-            Err("transform yielded nothing (JSONata undefined) for this event".to_owned())
+        Ok(None) => Err(fail(
+            "empty",
+            "transform yielded nothing (JSONata undefined) for this event".to_owned(),
+        )),
+        Err(e @ SandboxError::Eval { stage, .. }) => {
+            let stage = names.get(stage).copied().unwrap_or("transform");
+            Err(fail(e.category(), format!("{stage} failed: {e}")))
         }
-        Err((stage, e)) => {
-            metrics
-                .transform_failures
-                .with_label_values(&[&label, e.category()])
-                .inc();
-            Err(format!("{stage} failed: {e}"))
-        }
+        Err(e) => Err(fail(e.category(), format!("transform failed: {e}"))),
     }
 }

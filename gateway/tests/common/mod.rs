@@ -204,6 +204,11 @@ impl Gateway {
         }
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the gateway runs").id()
+    }
+
     /// Kills the process with SIGKILL (no shutdown work at all).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -85,6 +85,9 @@ async fn claim_in(
         .push_bind(c.replica)
         .push(", updated_at = ")
         .push_bind(c.now)
+        // A claim counts as an attempt, so work that keeps killing its replica runs out of
+        // retries instead of running again after every restart.
+        .push(", attempts = attempts + 1, round_attempts = round_attempts + 1")
         .push(" WHERE seq IN (SELECT d.seq FROM deliveries d WHERE d.namespace = ")
         .push_bind(&r.namespace)
         .push(" AND d.destination = ")

@@ -357,7 +357,7 @@ async fn insert_deliveries(
         .collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
-            "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, lease_until, claimed_by, created_at, updated_at) ",
+            "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, lease_until, claimed_by, created_at, updated_at, attempts, round_attempts) ",
         );
         qb.push_values(chunk, |mut row, (e, d)| {
             let (state, holder) = match d.lease_until {
@@ -375,7 +375,10 @@ async fn insert_deliveries(
                 .push_bind(d.lease_until)
                 .push_bind(holder)
                 .push_bind(now)
-                .push_bind(now);
+                .push_bind(now)
+                // Claimed at once: the claim counts as the first attempt.
+                .push_bind(i64::from(holder.is_some()))
+                .push_bind(i64::from(holder.is_some()));
         });
         qb.build().execute(&mut **tx).await?;
     }
@@ -400,7 +403,7 @@ async fn record_completions(
     sorted.sort_by(|a, b| a.job.delivery_id.cmp(&b.job.delivery_id));
     for chunk in sorted.chunks(ROWS_PER_INSERT / 2) {
         let mut qb: QueryBuilder<'_, Postgres> =
-            QueryBuilder::new("UPDATE deliveries AS d SET state = v.state, due_at = COALESCE(v.due_at, d.due_at), lease_until = NULL, claimed_by = NULL, attempts = d.attempts + v.attempted, round_attempts = d.round_attempts + v.attempted, last_error = COALESCE(v.error, d.last_error), updated_at = ");
+            QueryBuilder::new("UPDATE deliveries AS d SET state = v.state, due_at = COALESCE(v.due_at, d.due_at), lease_until = NULL, claimed_by = NULL, attempts = d.attempts + v.attempted - 1, round_attempts = d.round_attempts + v.attempted - 1, last_error = COALESCE(v.error, d.last_error), updated_at = ");
         qb.push_bind(now).push(" FROM (");
         qb.push_values(chunk, |mut row, c| {
             let (state, due_at) = c.outcome.state();

@@ -579,8 +579,8 @@ fn insert_delivery(
     now: i64,
 ) -> Result<(), rusqlite::Error> {
     tx.prepare_cached(
-        "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, lease_until, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8, ?8)",
+        "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, lease_until, created_at, updated_at, attempts, round_attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?8, ?8, ?10, ?10)",
     )?
     .execute(params![
         d.id,
@@ -592,6 +592,8 @@ fn insert_delivery(
         state.as_str(),
         now,
         lease_until,
+        // Claimed at once (handed to a worker): the claim counts as its first attempt.
+        i64::from(state == DeliveryState::Inflight),
     ])?;
     Ok(())
 }
@@ -603,10 +605,11 @@ fn complete(tx: &Transaction<'_>, list: &[Completion], now: i64) -> Result<(), r
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
     // Only the holder of the claim may finish it: a delivery retried by hand while an
-    // attempt was in flight keeps its new state.
+    // attempt was in flight keeps its new state. The claim counted an attempt; work that
+    // was not attempted after all (circuit open, shutting down) gives it back.
     let mut update = tx.prepare_cached(
         "UPDATE deliveries SET state = ?1, due_at = COALESCE(?2, due_at), lease_until = NULL,
-             attempts = attempts + ?3, round_attempts = round_attempts + ?3,
+             attempts = attempts + ?3 - 1, round_attempts = round_attempts + ?3 - 1,
              last_error = COALESCE(?4, last_error), updated_at = ?5
          WHERE id = ?6 AND state = ?7",
     )?;
@@ -688,7 +691,8 @@ fn claim(tx: &Transaction<'_>, request: &ClaimRequest, now: i64) -> Result<Vec<J
 /// The claim statement over the column that says when a row in `state` is due.
 fn claim_sql(due_column: &str) -> String {
     format!(
-        "UPDATE deliveries SET state = ?1, lease_until = ?2, updated_at = ?3
+        "UPDATE deliveries SET state = ?1, lease_until = ?2, updated_at = ?3,
+             attempts = attempts + 1, round_attempts = round_attempts + 1
          WHERE seq IN (SELECT seq FROM deliveries WHERE state = ?4 AND namespace = ?5
                        AND destination = ?6 AND {due_column} <= ?3
                        ORDER BY due_at, seq LIMIT ?7)
