@@ -12,18 +12,17 @@ mod ingest;
 mod page;
 mod templates;
 
-use std::net::SocketAddr;
-
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use axum::Router;
 use hookstream_crds::config::{INGEST_ROUTE, PUBLISH_ROUTE};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tracing::warn;
 
 use crate::app::AppState;
-use auth::ApiKeys;
+use auth::{ApiAuth, ApiKeys};
 
 /// The management API (without the key check, which [`router`] adds).
 fn api() -> Router<AppState> {
@@ -47,12 +46,20 @@ fn api() -> Router<AppState> {
         .route("/v1/destinations/templates", get(templates::destinations))
 }
 
-/// The router: ingest (public), health and metrics (public), the API (keyed).
+/// The router: ingest (public), health and metrics (public), the API (keyed; its request
+/// bodies fail when no data arrives for the body read timeout).
 pub fn router(app: AppState, keys: ApiKeys) -> Router {
-    let api = api().layer(axum::middleware::from_fn_with_state(
+    let auth = ApiAuth::new(
         keys,
-        auth::require_key,
-    ));
+        app.ingest.trusted_proxies.clone(),
+        app.metrics.clone(),
+    );
+    let api = api()
+        .layer(RequestBodyTimeoutLayer::new(app.ingest.body.read_timeout))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::require_key,
+        ));
     Router::new()
         .route(INGEST_ROUTE, any(ingest::ingest))
         // Ingest enforces its own (per-source) body limit while reading.
@@ -62,14 +69,6 @@ pub fn router(app: AppState, keys: ApiKeys) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(app)
-}
-
-/// The service the listener serves: the router with each connection's peer address.
-pub fn service(
-    app: AppState,
-    keys: ApiKeys,
-) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
-    router(app, keys).into_make_service_with_connect_info::<SocketAddr>()
 }
 
 async fn ready(State(app): State<AppState>) -> impl IntoResponse {
