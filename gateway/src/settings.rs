@@ -66,9 +66,8 @@ pub struct Settings {
     /// the next request's first byte arrives.
     #[arg(long, env = "HOOKSTREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
-    /// How long a request body may take to arrive whole, like 30s. An ingest (or publish)
-    /// body that is late is answered 408; a management API body is refused when no data
-    /// comes for this long.
+    /// How long a request body may take to arrive whole, like 30s. An ingest or publish body
+    /// that is late is answered 408 (no other route reads a body).
     #[arg(long, env = "HOOKSTREAM_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     pub body_read_timeout: Duration,
     /// When a SQLite commit counts as done: `full` fsyncs before the sender hears 200 (safe

@@ -502,3 +502,42 @@ async fn connections_over_the_cap_wait_until_one_closes() {
         20.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_waiting_connections_and_finishes_the_request_in_flight() {
+    let gw = Gateway::start(OPEN_SOURCE).await;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(connect_from(&gw, "127.0.0.1").await);
+    }
+    let mut idle = connect_from(&gw, "127.0.0.1").await;
+    assert_eq!(get_on(&mut idle, "/healthz").await.0, 200);
+    // A request whose body is half sent when SIGTERM arrives.
+    let mut busy = connect_from(&gw, "127.0.0.1").await;
+    busy.write_all(
+        b"POST /v1/ingest/t/in HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"late\":",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut gw = gw;
+    let stopped = tokio::task::spawn_blocking(move || {
+        let status = gw.terminate();
+        (gw, status)
+    });
+    // Connections with no request in progress are closed at once...
+    assert!(closed_within(&mut idle, Duration::from_secs(2))
+        .await
+        .is_some());
+    for conn in &mut silent {
+        assert!(closed_within(conn, Duration::from_secs(2)).await.is_some());
+    }
+    // ...while the request in flight is still answered, and then the gateway exits.
+    busy.write_all(b"true}").await.unwrap();
+    let (status, body) = read_response(&mut busy, Duration::from_secs(5))
+        .await
+        .expect("the request in flight was not answered");
+    assert_eq!(status, 200, "{body}");
+    let (gw, exit) = stopped.await.unwrap();
+    assert!(exit.success(), "{exit}:\n{}", gw.log());
+}

@@ -18,7 +18,6 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use axum::Router;
 use hookstream_crds::config::{INGEST_ROUTE, PUBLISH_ROUTE};
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tracing::warn;
 
 use crate::app::AppState;
@@ -46,20 +45,18 @@ fn api() -> Router<AppState> {
         .route("/v1/destinations/templates", get(templates::destinations))
 }
 
-/// The router: ingest (public), health and metrics (public), the API (keyed; its request
-/// bodies fail when no data arrives for the body read timeout).
+/// The router: ingest (public), health and metrics (public), the API (keyed). The only API
+/// route that reads a body, publish, reads it through ingest and its body read timeout.
 pub fn router(app: AppState, keys: ApiKeys) -> Router {
     let auth = ApiAuth::new(
         keys,
         app.ingest.trusted_proxies.clone(),
         app.metrics.clone(),
     );
-    let api = api()
-        .layer(RequestBodyTimeoutLayer::new(app.ingest.body.read_timeout))
-        .layer(axum::middleware::from_fn_with_state(
-            auth,
-            auth::require_key,
-        ));
+    let api = api().layer(axum::middleware::from_fn_with_state(
+        auth,
+        auth::require_key,
+    ));
     Router::new()
         .route(INGEST_ROUTE, any(ingest::ingest))
         // Ingest enforces its own (per-source) body limit while reading.
