@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> std::process::ExitCode {
     let settings = Settings::parse();
     hookstream_common::init_logging(settings.log_json);
+    hookstream_gateway::listen::raise_open_files_limit();
     // Panics inside the JSONata engine are caught and recorded as failed attempts; this
     // sends their report to the structured log instead of raw stderr.
     std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the gateway, on a registry of its own.
 
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Every metric the gateway exports. Cheap to clone.
@@ -9,7 +10,7 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     /// Ingest requests by source and outcome (accepted, duplicate, unauthorized, forbidden,
-    /// not_found, too_large, invalid, unavailable).
+    /// not_found, too_large, invalid, unavailable, rate_limited, throttled, body_timeout).
     pub ingest_requests: IntCounterVec,
     /// Delivery attempts by destination and result (success, failure).
     pub delivery_attempts: IntCounterVec,
@@ -29,6 +30,12 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Transform evaluations that failed, by destination and category.
     pub transform_failures: IntCounterVec,
+    /// Management API requests refused for a missing or wrong API key.
+    pub api_auth_failures: IntCounter,
+    /// Management API requests refused (429) because their client failed too often.
+    pub api_auth_throttled: IntCounter,
+    /// HTTP connections open now.
+    pub open_connections: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -43,6 +50,22 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let metric =
         IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition is valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("static metric definition is valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric is registered once");
+    metric
+}
+
+fn plain_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("static metric definition is valid");
     registry
         .register(Box::new(metric.clone()))
         .expect("each metric is registered once");
@@ -79,13 +102,11 @@ impl Metrics {
         .expect("static metric definition is valid");
         r.register(Box::new(queue_oldest_age.clone()))
             .expect("each metric is registered once");
-        let storage_write_failures = IntCounter::new(
+        let storage_write_failures = plain_counter(
+            &r,
             "hookstream_gateway_storage_write_failures_total",
             "Commits to the database that failed.",
-        )
-        .expect("static metric definition is valid");
-        r.register(Box::new(storage_write_failures.clone()))
-            .expect("each metric is registered once");
+        );
         Metrics {
             ingest_requests: counter(
                 &r,
@@ -131,6 +152,21 @@ impl Metrics {
                 "hookstream_gateway_transform_failures_total",
                 "Transforms that failed, by destination and category.",
                 &["destination", "category"],
+            ),
+            api_auth_failures: plain_counter(
+                &r,
+                "hookstream_gateway_api_auth_failures_total",
+                "Management API requests refused for a missing or wrong API key.",
+            ),
+            api_auth_throttled: plain_counter(
+                &r,
+                "hookstream_gateway_api_auth_throttled_total",
+                "Management API requests refused because their client failed authentication too often.",
+            ),
+            open_connections: plain_gauge(
+                &r,
+                "hookstream_gateway_open_connections",
+                "HTTP connections open now.",
             ),
             registry: r,
         }

@@ -13,7 +13,7 @@ use crate::cluster::Cluster;
 use crate::config::{manifests, ConfigHandle, RuntimeConfig};
 use crate::delivery::{self, Dispatcher};
 use crate::http::auth::ApiKeys;
-use crate::ingest::Ingest;
+use crate::ingest::{gate, Ingest};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{self, SharedStore};
@@ -82,7 +82,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             store: store.clone(),
             dispatcher: dispatcher.clone(),
             trusted_proxies: settings.trusted_proxies.clone().into(),
-            max_body_bytes: settings.max_body_bytes,
+            body: gate::BodyLimits {
+                max_bytes: settings.max_body_bytes,
+                read_timeout: settings.body_read_timeout,
+            },
+            failures: gate::failure_budget(),
             max_hops: settings.max_hops,
         },
         dispatcher,
@@ -93,9 +97,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     egress.listening_on(listener.local_addr()?);
     info!(listen = %listener.local_addr()?, "hookstream gateway started");
-    axum::serve(listener, crate::http::service(app, keys))
-        .with_graceful_shutdown(hookstream_common::shutdown_signal())
-        .await?;
+    let open_connections = app.metrics.open_connections.clone();
+    crate::listen::serve(
+        listener,
+        crate::http::router(app, keys),
+        connection_limits(&settings),
+        open_connections,
+        hookstream_common::shutdown_signal(),
+    )
+    .await;
     info!("stopped accepting requests; finishing deliveries in flight");
     let _ = shutdown_tx.send(true);
     let _ = delivery_task.await;
@@ -127,6 +137,15 @@ async fn start_sandbox(settings: &Settings) -> anyhow::Result<Arc<Sandbox>> {
         "transform workers ready"
     );
     Ok(sandbox)
+}
+
+/// The connection limits of the listener, from the flags.
+fn connection_limits(settings: &Settings) -> crate::listen::Limits {
+    crate::listen::Limits {
+        max_connections: settings.max_connections.get(),
+        header_read_timeout: settings.header_read_timeout,
+        idle_timeout: settings.idle_timeout,
+    }
 }
 
 /// The config to start with: the manifests folder compiled, or (in a cluster) nothing until

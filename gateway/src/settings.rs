@@ -1,6 +1,7 @@
 //! Startup settings (restart to change), from flags or `HOOKSTREAM_*` environment variables.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,6 +53,25 @@ pub struct Settings {
     /// Largest request body accepted by ingest, in bytes (a Source may set a lower limit).
     #[arg(long, env = "HOOKSTREAM_MAX_BODY_BYTES", default_value_t = 25 * 1024 * 1024)]
     pub max_body_bytes: u64,
+    /// Most HTTP connections open at once. When all are taken the gateway stops accepting:
+    /// new connections wait in the listen backlog (their clients see a slow connect) until an
+    /// open one closes.
+    #[arg(long, env = "HOOKSTREAM_MAX_CONNECTIONS", default_value = "10000")]
+    pub max_connections: NonZeroUsize,
+    /// How long a client may take to send a request's head (request line and headers): from
+    /// the connection opening for its first request, from the first byte for later ones.
+    /// Slower clients are disconnected, like 10s.
+    #[arg(long, env = "HOOKSTREAM_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may sit with no request in progress after a response
+    /// before it is closed, like 60s. Independent of --header-read-timeout, which starts once
+    /// the next request's first byte arrives.
+    #[arg(long, env = "HOOKSTREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+    /// How long a request body may take to arrive whole, like 30s. An ingest or publish body
+    /// that is late is answered 408 (no other route reads a body).
+    #[arg(long, env = "HOOKSTREAM_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    pub body_read_timeout: Duration,
     /// When a SQLite commit counts as done: `full` fsyncs before the sender hears 200 (safe
     /// across power loss); `normal` leaves it to the OS cache (safe across the gateway being
     /// killed, not across a machine crash).
@@ -112,6 +132,16 @@ pub struct Settings {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     hookstream_crds::duration::parse(text)
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    parse_duration(text).and_then(|d| {
+        if d.is_zero() {
+            Err("a timeout must be longer than zero".to_owned())
+        } else {
+            Ok(d)
+        }
+    })
 }
 
 impl Settings {

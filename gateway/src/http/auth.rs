@@ -1,16 +1,27 @@
 //! API keys: `hs_live_` or `hs_test_` followed by 64 hex digits, sent as `X-API-Key`. Only
-//! their SHA-256 is kept in memory.
+//! their SHA-256 is kept in memory. A client address that sends missing or wrong keys too
+//! often is refused (429) for a while without its key being looked at; keys never reach a
+//! log, a metric or an answer.
 
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use crate::ingest::ipfilter;
+use crate::metrics::Metrics;
+use crate::throttle::{retry_after_seconds, ClientThrottle};
+
+/// Failed authentications one client address may make per minute before it is refused.
+pub const FAILURES_PER_MINUTE: NonZeroU32 = NonZeroU32::new(20).expect("20 is not zero");
 
 /// A key that is not of the documented form.
 #[derive(Debug, thiserror::Error)]
@@ -93,29 +104,93 @@ fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Middleware: refuses requests without an accepted `X-API-Key`.
-pub async fn require_key(State(keys): State<ApiKeys>, request: Request, next: Next) -> Response {
+/// What the key check needs: the keys, each client's failure budget, and where to count.
+#[derive(Clone)]
+pub struct ApiAuth {
+    /// The accepted keys.
+    pub keys: ApiKeys,
+    /// Failed authentications per client address.
+    pub failures: Arc<ClientThrottle>,
+    /// Peers allowed to set the client address with `X-Forwarded-For`.
+    pub trusted_proxies: Arc<[IpNet]>,
+    /// Where failures and refusals are counted.
+    pub metrics: Metrics,
+}
+
+impl ApiAuth {
+    /// The key check for `keys`, with a fresh failure budget per client.
+    pub fn new(keys: ApiKeys, trusted_proxies: Arc<[IpNet]>, metrics: Metrics) -> ApiAuth {
+        ApiAuth {
+            keys,
+            failures: Arc::new(ClientThrottle::per_minute(FAILURES_PER_MINUTE)),
+            trusted_proxies,
+            metrics,
+        }
+    }
+
+    fn client(&self, request: &Request) -> Option<IpAddr> {
+        let ConnectInfo(peer) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
+        Some(ipfilter::client_ip(
+            peer.ip(),
+            request.headers(),
+            &self.trusted_proxies,
+        ))
+    }
+}
+
+/// Middleware: refuses requests without an accepted `X-API-Key`, and, without looking at the
+/// key, requests from a client address that has failed too often lately.
+pub async fn require_key(State(auth): State<ApiAuth>, request: Request, next: Next) -> Response {
+    let client = auth.client(&request);
+    if let Some(wait) = client.and_then(|c| auth.failures.check(c).err()) {
+        auth.metrics.api_auth_throttled.inc();
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentications from this address; retry later".to_owned(),
+        )
+        .with_header("retry-after", retry_after_seconds(wait).to_string())
+        .into_response();
+    }
+    let refusal = check_key(&auth.keys, &request);
+    match refusal {
+        None => next.run(request).await,
+        Some((refusal, counts)) => {
+            if counts {
+                auth.metrics.api_auth_failures.inc();
+                if let Some(client) = client {
+                    auth.failures.failed(client);
+                }
+            }
+            refusal.into_response()
+        }
+    }
+}
+
+/// `None` when the request carries an accepted key; else the answer, and whether it counts as
+/// a failed authentication (not when the API is disabled for want of keys).
+fn check_key(keys: &ApiKeys, request: &Request) -> Option<(ApiError, bool)> {
     let given = request
         .headers()
         .get("x-api-key")
         .and_then(|v| v.to_str().ok());
-    match given {
-        _ if keys.is_empty() => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "the management API is disabled: no API keys are configured (set HOOKSTREAM_API_KEYS, or in a cluster add a Secret labelled hookstream.io/api-key=true)"
-                .to_owned(),
-        )
-        .into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing X-API-Key header".to_owned(),
-        )
-        .into_response(),
-        Some(key) if keys.accepts(key) => next.run(request).await,
-        Some(_) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key".to_owned()).into_response()
-        }
-    }
+    let refusal = match given {
+        _ if keys.is_empty() => return Some((disabled(), false)),
+        None => "missing X-API-Key header",
+        Some(key) if keys.accepts(key) => return None,
+        Some(_) => "invalid API key",
+    };
+    Some((
+        ApiError::new(StatusCode::UNAUTHORIZED, refusal.to_owned()),
+        true,
+    ))
+}
+
+fn disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "the management API is disabled: no API keys are configured (set HOOKSTREAM_API_KEYS, or in a cluster add a Secret labelled hookstream.io/api-key=true)"
+            .to_owned(),
+    )
 }
 
 #[cfg(test)]

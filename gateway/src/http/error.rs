@@ -94,6 +94,11 @@ impl From<Rejection> for ApiError {
                     .with_header("retry-after", retry_in_seconds.max(1).to_string())
                     .with_header("x-ratelimit-limit", per_second.to_string());
             }
+            Rejection::Throttled {
+                retry_in_seconds, ..
+            } => {
+                e = e.with_header("retry-after", retry_in_seconds.max(1).to_string());
+            }
             Rejection::Invalid { errors, .. } => e.extra().validation_errors = Some(errors),
             _ => {}
         }

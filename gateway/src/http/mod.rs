@@ -12,8 +12,6 @@ mod ingest;
 mod page;
 mod templates;
 
-use std::net::SocketAddr;
-
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -23,7 +21,7 @@ use hookstream_crds::config::{INGEST_ROUTE, PUBLISH_ROUTE};
 use tracing::warn;
 
 use crate::app::AppState;
-use auth::ApiKeys;
+use auth::{ApiAuth, ApiKeys};
 
 /// The management API (without the key check, which [`router`] adds).
 fn api() -> Router<AppState> {
@@ -47,10 +45,16 @@ fn api() -> Router<AppState> {
         .route("/v1/destinations/templates", get(templates::destinations))
 }
 
-/// The router: ingest (public), health and metrics (public), the API (keyed).
+/// The router: ingest (public), health and metrics (public), the API (keyed). The only API
+/// route that reads a body, publish, reads it through ingest and its body read timeout.
 pub fn router(app: AppState, keys: ApiKeys) -> Router {
-    let api = api().layer(axum::middleware::from_fn_with_state(
+    let auth = ApiAuth::new(
         keys,
+        app.ingest.trusted_proxies.clone(),
+        app.metrics.clone(),
+    );
+    let api = api().layer(axum::middleware::from_fn_with_state(
+        auth,
         auth::require_key,
     ));
     Router::new()
@@ -62,14 +66,6 @@ pub fn router(app: AppState, keys: ApiKeys) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(app)
-}
-
-/// The service the listener serves: the router with each connection's peer address.
-pub fn service(
-    app: AppState,
-    keys: ApiKeys,
-) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr> {
-    router(app, keys).into_make_service_with_connect_info::<SocketAddr>()
 }
 
 async fn ready(State(app): State<AppState>) -> impl IntoResponse {

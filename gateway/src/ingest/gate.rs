@@ -1,7 +1,11 @@
-//! The gate in front of verification: the client address (IP filters), the Source's request
-//! rate, and the body size, each refused before any more work is done.
+//! The gate around verification: the client address (IP filters), the client's budget of
+//! failed verifications, and the body size and read time, each refused before any more work
+//! is done; and the Source's request rate, which only verified requests spend.
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -10,6 +14,23 @@ use http::HeaderMap;
 use super::{ipfilter, Rejection};
 use crate::config::RuntimeSource;
 use crate::pipeline::event::request_hops;
+use crate::throttle::{retry_after_seconds, ClientThrottle};
+
+/// Failed verifications one client address may make per minute before it is refused.
+pub const FAILURES_PER_MINUTE: NonZeroU32 = NonZeroU32::new(120).expect("120 is not zero");
+
+/// A fresh budget of failed verifications per client address.
+pub fn failure_budget() -> Arc<ClientThrottle> {
+    Arc::new(ClientThrottle::per_minute(FAILURES_PER_MINUTE))
+}
+
+/// Refuses a client that has failed verification too often lately, without verifying.
+pub fn check_failures(failures: &ClientThrottle, client: IpAddr) -> Result<(), Rejection> {
+    failures.check(client).map_err(|wait| Rejection::Throttled {
+        client,
+        retry_in_seconds: retry_after_seconds(wait),
+    })
+}
 
 /// Refuses a client address the Source's IP filter does not allow.
 pub fn check_address(source: &RuntimeSource, client: IpAddr) -> Result<(), Rejection> {
@@ -39,7 +60,8 @@ pub fn check_hops(
     Ok(())
 }
 
-/// Takes one request from the Source's rate limit, or says how long to wait.
+/// Takes one request from the Source's rate limit, or says how long to wait. Called only for
+/// requests that verified, so forged requests cannot spend a sender's rate.
 pub fn check_rate(source: &RuntimeSource) -> Result<(), Rejection> {
     let (Some(limiter), Some(rate)) = (&source.limiter, source.config.rate_limit) else {
         return Ok(());
@@ -57,9 +79,33 @@ pub fn check_rate(source: &RuntimeSource) -> Result<(), Rejection> {
     })
 }
 
+/// How a body is read: the gateway's size limit and how long the whole body may take.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    /// The gateway's body limit in bytes (a Source may set a lower one).
+    pub max_bytes: u64,
+    /// How long reading the whole body may take.
+    pub read_timeout: Duration,
+}
+
 /// Reads the body, refusing one larger than the Source's limit (or the gateway's, whichever
-/// is lower) before reading it when `Content-Length` says so, else as soon as it grows past.
+/// is lower) before reading it when `Content-Length` says so, else as soon as it grows past;
+/// and refusing one that has not arrived whole within the read timeout.
 pub async fn read_body(
+    source: &RuntimeSource,
+    limits: BodyLimits,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Rejection> {
+    let read = read_limited(source, limits.max_bytes, headers, body);
+    tokio::time::timeout(limits.read_timeout, read)
+        .await
+        .unwrap_or(Err(Rejection::BodyTimeout {
+            seconds: limits.read_timeout.as_secs_f64(),
+        }))
+}
+
+async fn read_limited(
     source: &RuntimeSource,
     gateway_limit: u64,
     headers: &HeaderMap,

@@ -1,11 +1,15 @@
 //! Ingest: turns a request to a Source (or a publish to a Topic) into a stored event with its
 //! deliveries.
 //!
-//! Order of checks: the client address is allowed (403), the rate limit has room (429), the
-//! body fits (413), the signature verifies (401), the body matches the schema (422 in reject
-//! mode). Then the event, its dedup key and one delivery per matching route are committed in
-//! one transaction, and only then is the request accepted; deliveries to closed circuits go
-//! straight to a worker. The HTTP handlers that answer live in `http::ingest`.
+//! Order of checks: the client address is allowed (403), the client has not failed
+//! verification too often lately (429, before any verification work), the body fits (413) and
+//! arrives within the read timeout (408), the signature verifies (401; a failure is counted
+//! against the client), the Source's rate limit has room (429; only verified requests spend
+//! it, so a flood of forged requests cannot lock a genuine sender out), the body matches the
+//! schema (422 in reject mode). Then the event, its dedup key and one delivery per matching
+//! route are committed in one transaction, and only then is the request accepted; deliveries
+//! to closed circuits go straight to a worker. The HTTP handlers that answer live in
+//! `http::ingest`.
 
 pub mod dedup;
 pub mod gate;
@@ -37,6 +41,7 @@ use crate::pipeline::route;
 use crate::store::{
     DedupClaim, InsertOutcome, Job, NewDelivery, NewEvent, SharedEvent, SharedStore,
 };
+use crate::throttle::ClientThrottle;
 
 /// Prefix of the stored source name of events published to a Topic.
 pub const TOPIC_PREFIX: &str = "topic:";
@@ -94,6 +99,18 @@ pub enum Rejection {
         /// When a request may be accepted again.
         retry_in_seconds: u64,
     },
+    /// The client failed verification too often lately; it is refused without verifying.
+    Throttled {
+        /// The client.
+        client: IpAddr,
+        /// When a request may be verified again.
+        retry_in_seconds: u64,
+    },
+    /// The body did not arrive whole within the read timeout.
+    BodyTimeout {
+        /// The timeout in seconds.
+        seconds: f64,
+    },
     /// The body is over the limit.
     TooLarge {
         /// The Source.
@@ -125,7 +142,10 @@ impl Rejection {
         match self {
             Rejection::NotFound { .. } => StatusCode::NOT_FOUND,
             Rejection::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::RateLimited { .. } | Rejection::Throttled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Rejection::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -140,6 +160,8 @@ impl Rejection {
             Rejection::NotFound { .. } => "not_found",
             Rejection::Forbidden { .. } => "forbidden",
             Rejection::RateLimited { .. } => "rate_limited",
+            Rejection::Throttled { .. } => "throttled",
+            Rejection::BodyTimeout { .. } => "body_timeout",
             Rejection::TooLarge { .. } => "too_large",
             Rejection::Unauthorized(_) => "unauthorized",
             Rejection::Invalid { .. } => "invalid",
@@ -162,6 +184,15 @@ impl Rejection {
             } => format!(
                 "source {source} accepts {per_second} requests per second; retry in {retry_in_seconds} s"
             ),
+            Rejection::Throttled {
+                client,
+                retry_in_seconds,
+            } => format!(
+                "too many requests from {client} failed signature verification; retry in {retry_in_seconds} s"
+            ),
+            Rejection::BodyTimeout { seconds } => {
+                format!("the request body was not received within {seconds} s")
+            }
             Rejection::TooLarge { source, limit } => {
                 format!("request body is larger than the {limit} bytes source {source} accepts")
             }
@@ -186,8 +217,10 @@ pub struct Ingest {
     pub dispatcher: Dispatcher,
     /// Peers allowed to set the client address with `X-Forwarded-For`.
     pub trusted_proxies: Arc<[IpNet]>,
-    /// The gateway's body limit (a Source may set a lower one).
-    pub max_body_bytes: u64,
+    /// The gateway's body limit (a Source may set a lower one) and body read timeout.
+    pub body: gate::BodyLimits,
+    /// Each client's budget of failed verifications.
+    pub failures: Arc<ClientThrottle>,
     /// Most hops a request may carry (`X-Hookstream-Hops`); over it, 508.
     pub max_hops: u32,
 }
@@ -222,10 +255,13 @@ pub async fn accept(
     let client = ipfilter::client_ip(peer.ip(), &headers, &ingest.trusted_proxies);
     gate::check_address(target, client)?;
     gate::check_hops(target, &headers, ingest.max_hops)?;
-    gate::check_rate(target)?;
-    let body = gate::read_body(target, ingest.max_body_bytes, &headers, body).await?;
+    gate::check_failures(&ingest.failures, client)?;
+    let body = gate::read_body(target, ingest.body, &headers, body).await?;
     let now = now_ms();
-    verify_signature(ingest, target, &headers, &uri, peer, &body, now)?;
+    verify_signature(ingest, target, &headers, &uri, peer, &body, now).inspect_err(|_| {
+        ingest.failures.failed(client);
+    })?;
+    gate::check_rate(target)?;
     // Parsing is skipped when nothing looks at the body: most of ingest's cost per event.
     let parsed = target
         .needs_body
