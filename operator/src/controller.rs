@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use hookstream_crds::compiler::{compile, Compilation, Objects};
+use hookstream_crds::compiler::{compile_serving, Compilation, LastValid, Objects, Served};
 use hookstream_crds::config::ObjectKey;
 use hookstream_crds::v1alpha1::{
     AlertRule, Connection, Destination, Source, Topic, CONDITION_READY,
@@ -42,6 +42,9 @@ use crate::status::{self, Verdict};
 pub const FIELD_MANAGER: &str = "hookstream-operator";
 /// Key of the compiled config (JSON) in the gateway config Secret, shared with the gateway.
 pub use hookstream_crds::config::CONFIG_KEY;
+/// Key of the config Secret holding the last valid version of each object, so that a
+/// restarted operator keeps serving them while their current versions are broken.
+pub const LAST_VALID_KEY: &str = "last-valid.json";
 /// Quiet time after a change before compiling, so a `kubectl apply` of many objects compiles
 /// once or twice rather than once per object.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -158,8 +161,9 @@ type Seen = HashMap<(&'static str, ObjectKey), (Option<String>, Option<i64>)>;
 
 /// One compilation and the object versions it was made from.
 pub struct Snapshot {
-    /// The compiler's result.
-    pub compilation: Compilation,
+    /// What is served, each object's problems, and which objects are served in an earlier
+    /// version.
+    pub served: Served,
     seen: Seen,
 }
 
@@ -179,6 +183,8 @@ struct Shared {
     metrics: Metrics,
     failures: Mutex<HashMap<(&'static str, ObjectKey), u32>>,
     wake: Notify,
+    /// The last valid versions (`None` until read back from the config Secret).
+    last_valid: Mutex<Option<LastValid>>,
 }
 
 struct Stores {
@@ -217,6 +223,7 @@ pub async fn run(
         metrics,
         failures: Mutex::default(),
         wake: Notify::new(),
+        last_valid: Mutex::new(None),
     });
 
     let (sources, run_sources) = controller::<Source>(&shared, &shutdown);
@@ -455,15 +462,31 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
         .map(|s| (**s).clone())
         .collect();
     objects.secrets.sort_by_key(key_of);
-    let compilation = tokio::task::spawn_blocking(move || compile(&objects)).await?;
-    let data = serde_json::to_vec(&compilation.config)?;
-
     let target = &shared.options.config_secret;
-    let current = stores
+    let written = stores
         .secrets
-        .get(&ObjectRef::new(&target.name).within(&target.namespace))
-        .and_then(|s| s.data.as_ref()?.get(CONFIG_KEY).map(|v| v.0.clone()));
-    let write = current.as_deref() != Some(data.as_slice());
+        .get(&ObjectRef::new(&target.name).within(&target.namespace));
+    let stored = |key: &str| {
+        written
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get(key).map(|v| v.0.clone()))
+    };
+    let previous = {
+        let mut last = shared.last_valid.lock().unwrap_or_else(|p| p.into_inner());
+        last.get_or_insert_with(|| {
+            // A restarted operator picks up where the last one left off.
+            stored(LAST_VALID_KEY)
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default()
+        })
+        .clone()
+    };
+    let served = tokio::task::spawn_blocking(move || compile_serving(&objects, &previous)).await?;
+    let compilation = &served.compilation;
+    let data = serde_json::to_vec(&compilation.config)?;
+    let kept = serde_json::to_vec(&served.last_valid)?;
+    let write = stored(CONFIG_KEY).as_deref() != Some(data.as_slice())
+        || stored(LAST_VALID_KEY).as_deref() != Some(kept.as_slice());
     if write {
         let secret = Secret {
             metadata: ObjectMeta {
@@ -481,7 +504,13 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
                 ..ObjectMeta::default()
             },
             type_: Some("Opaque".to_owned()),
-            data: Some([(CONFIG_KEY.to_owned(), ByteString(data))].into()),
+            data: Some(
+                [
+                    (CONFIG_KEY.to_owned(), ByteString(data)),
+                    (LAST_VALID_KEY.to_owned(), ByteString(kept)),
+                ]
+                .into(),
+            ),
             ..Secret::default()
         };
         Api::<Secret>::namespaced(shared.client.clone(), &target.namespace)
@@ -497,15 +526,17 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
             destinations = compilation.config.destinations.len(),
             connections = compilation.config.connections.len(),
             topics = compilation.config.topics.len(),
-            invalid_objects = invalid_objects(&compilation),
+            invalid_objects = invalid_objects(compilation),
+            served_from_last_valid = served.from_last_valid.len(),
             secret = %target,
             "gateway config written"
         );
     }
-    count_objects(&shared.metrics, &seen, &compilation);
+    count_objects(&shared.metrics, &seen, compilation);
+    *shared.last_valid.lock().unwrap_or_else(|p| p.into_inner()) = Some(served.last_valid.clone());
     shared
         .snapshot
-        .send_replace(Some(Arc::new(Snapshot { compilation, seen })));
+        .send_replace(Some(Arc::new(Snapshot { served, seen })));
     Ok(write)
 }
 
@@ -580,8 +611,9 @@ async fn write_status<K: Managed>(
     let generation = object.meta().generation;
     let (current_generation, current, current_url) = object.current();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let verdict = Verdict::of(&snapshot.compilation, K::KIND, key);
+    let verdict = Verdict::of(&snapshot.served, K::KIND, key);
     let conditions = status::conditions(&verdict, generation, current, &now);
+    let serving = verdict.serving_generation(generation);
     let url = K::url(&shared.options.ingest_base_url, key);
     let unchanged = current_generation == generation
         && conditions == current
@@ -591,6 +623,7 @@ async fn write_status<K: Managed>(
     }
     let mut status = serde_json::json!({
         "observedGeneration": generation,
+        "servingGeneration": serving,
         "conditions": conditions,
     });
     if let Some((field, value)) = &url {
@@ -634,7 +667,8 @@ async fn announce<K: Managed>(
         return;
     }
     let event = Event {
-        type_: if status == "True" {
+        // A broken edit served in its last valid version is still worth a warning.
+        type_: if status == "True" && reason != status::REASON_LAST_VALID {
             EventType::Normal
         } else {
             EventType::Warning
