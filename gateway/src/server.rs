@@ -44,6 +44,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let egress = delivery::provider::egress::Egress::new(settings.egress_policy());
     let sandbox = start_sandbox(&settings).await?;
+    let hub = delivery::provider::websocket::Hub::new();
     let (dispatcher, delivery_task) = delivery::start(
         delivery::Setup {
             store: store.clone(),
@@ -53,6 +54,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             shutdown_grace: settings.shutdown_grace,
             egress: egress.clone(),
             sandbox,
+            hub: hub.clone(),
         },
         shutdown_rx.clone(),
     )
@@ -91,6 +93,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         dispatcher,
         metrics,
+        hub,
     });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
