@@ -212,6 +212,9 @@ pub struct DestinationConfig {
     pub kind: DestinationType,
     /// HTTP settings, for `http`.
     pub http: Option<HttpConfig>,
+    /// WebSocket settings, for `websocket`.
+    #[serde(default)]
+    pub websocket: Option<WebsocketConfig>,
     /// Outbound signing.
     pub signing: Option<SigningConfig>,
     /// Retry policy with defaults applied.
@@ -238,6 +241,13 @@ pub const DEFAULT_CONCURRENCY: u32 = 32;
 
 fn default_concurrency() -> u32 {
     DEFAULT_CONCURRENCY
+}
+
+/// Compiled WebSocket destination settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WebsocketConfig {
+    /// The channel clients subscribe to: `deliveries:<namespace>/<channel name>`.
+    pub channel: String,
 }
 
 /// Compiled HTTP destination settings.

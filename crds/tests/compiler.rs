@@ -307,3 +307,23 @@ fn a_destination_at_a_denied_literal_address_is_refused_with_egress_denied() {
         "the named one is kept"
     );
 }
+
+#[test]
+fn a_transform_calling_an_unknown_function_is_refused_when_it_compiles() {
+    let connection = |jsonata: &str| {
+        format!("{BASE}---\napiVersion: hookstream.io/v1alpha1\nkind: Connection\nmetadata: {{name: c, namespace: a}}\nspec:\n  source: src\n  destination: dst\n  transform:\n    jsonata: |\n      {jsonata}\n")
+    };
+    let out = compile(&objects(&connection(r#"{"n": $upercase(name)}"#)));
+    let e = out
+        .errors
+        .iter()
+        .find(|e| e.reason == Reason::InvalidTransform)
+        .expect("refused");
+    assert_eq!(e.field, "spec.transform.jsonata");
+    assert!(e.message.contains("$upercase"), "{}", e.message);
+    // Built-ins, functions defined in the text and parameters holding functions are fine.
+    let fine = compile(&objects(&connection(
+        r#"( $twice := function($f, $x) { $f($f($x)) }; {"n": $twice(function($v) { $uppercase($v) }, name), "m": $map([1,2], function($v) { $v * 2 })} )"#,
+    )));
+    assert!(fine.errors.is_empty(), "{:#?}", fine.errors);
+}

@@ -43,3 +43,29 @@ fn samples_compile_cleanly() {
         .iter()
         .any(|s| s.verification.is_some()));
 }
+
+/// Every example in `config/examples`, loaded beside the samples (they name the samples'
+/// Source), compiles without an error.
+#[test]
+fn examples_compile_beside_the_samples() {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut objects = Objects::default();
+    let mut examples = 0;
+    for folder in ["config/samples", "config/examples"] {
+        for entry in std::fs::read_dir(root.join(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                examples += usize::from(folder.ends_with("examples"));
+                let errors = parse_into(
+                    &mut objects,
+                    &path.display().to_string(),
+                    &std::fs::read_to_string(&path).unwrap(),
+                );
+                assert!(errors.is_empty(), "{errors:#?}");
+            }
+        }
+    }
+    assert!(examples >= 1, "no examples");
+    let compiled = compile(&objects);
+    assert!(compiled.errors.is_empty(), "{:#?}", compiled.errors);
+}

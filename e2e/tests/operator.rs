@@ -543,7 +543,7 @@ async fn a_standby_operator_takes_over_and_converges_after_the_leader_dies() {
 
     let mut standby = Operator::start_standby(&ns, &gw.base).await;
     leader.kill9();
-    // While nobody leads, the cluster changes: a new route, and the old one is broken.
+    // While nobody leads, the cluster changes: a new route, and an edit breaks the old one.
     ns.apply_ok(&format!(
         r#"
 apiVersion: hookstream.io/v1alpha1
@@ -567,24 +567,40 @@ spec: {{source: in, destination: gone}}
     ));
     standby.wait_leading().await;
     wait_ready(&ns, "connection", "c2", SLOW).await;
-    let c = eventually("Connection c reports the missing destination", SLOW, || {
-        let c = ns.get("connection", "c")?;
-        let (status, reason, _) = condition(&c, "Ready")?;
-        (status == "False" && reason == "DestinationNotFound").then_some(c)
-    })
+    // The new leader never saw c valid; it knows its last valid generation from the config
+    // Secret, and keeps serving it.
+    let c = eventually(
+        "Connection c serves its last valid generation",
+        SLOW,
+        || {
+            let c = ns.get("connection", "c")?;
+            let (status, reason, _) = condition(&c, "Ready")?;
+            (status == "True" && reason == "LastValidGeneration").then_some(c)
+        },
+    )
     .await;
+    let (refs, reason, _) = condition(&c, "ResolvedRefs").unwrap();
+    assert_eq!(
+        (refs.as_str(), reason.as_str()),
+        ("False", "DestinationNotFound")
+    );
     assert_eq!(
         c["status"]["observedGeneration"],
         c["metadata"]["generation"]
+    );
+    assert_eq!(
+        c["status"]["servingGeneration"].as_i64().unwrap() + 1,
+        c["metadata"]["generation"].as_i64().unwrap()
     );
     let (status, _) = post(&ingest_url(&gw, &ns, "in"), r#"{"after":"takeover"}"#, &[]).await;
     assert_eq!(status, 200);
     let got = second.wait_for(1, SLOW).await;
     assert_eq!(got[0].json()["after"], "takeover");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        first.received().is_empty(),
-        "the broken route still delivers"
+    let got = first.wait_for(1, SLOW).await;
+    assert_eq!(
+        got[0].json()["after"],
+        "takeover",
+        "the broken edit did not stop the route"
     );
 }
 
@@ -728,4 +744,68 @@ async fn a_destination_at_the_metadata_address_is_refused_with_egress_denied() {
 
     ns.apply_ok(&at(&format!("{}/hooks", receiver.url)));
     wait_ready(&ns, "destination", "out", SLOW).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_edit_keeps_serving_the_last_valid_generation_until_it_is_fixed() {
+    let ns = Namespace::create("lastvalid");
+    let receiver = Receiver::start().await;
+    let (gw, _op) = stack(&ns).await;
+    let source = |key: &str| {
+        format!(
+            "apiVersion: hookstream.io/v1alpha1\nkind: Source\nmetadata: {{name: in}}\nspec:\n  verification: {{type: hmac-sha256, secretRef: {{name: signing, key: {key}}}, header: X-Sig}}\n"
+        )
+    };
+    ns.apply_ok(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: signing}}\nstringData: {{current: s3cret}}\n---\n{}---\napiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {{name: out}}\nspec: {{type: http, http: {{url: \"{}/hooks\"}}}}\n---\napiVersion: hookstream.io/v1alpha1\nkind: Connection\nmetadata: {{name: c}}\nspec: {{source: in, destination: out}}\n",
+        source("current"),
+        receiver.url
+    ));
+    wait_ready(&ns, "source", "in", SLOW).await;
+    wait_ready(&ns, "connection", "c", SLOW).await;
+    let send = |n: u32| {
+        let url = ingest_url(&gw, &ns, "in");
+        async move {
+            let body = format!(r#"{{"n":{n}}}"#);
+            let sig = hmac_sha256_hex("s3cret", &body);
+            post(&url, &body, &[("X-Sig", &sig)]).await.0
+        }
+    };
+    assert_eq!(send(1).await, 200);
+    receiver.wait_for(1, SLOW).await;
+    let valid_generation = ns.get("source", "in").unwrap()["metadata"]["generation"].clone();
+
+    // A typo in the Secret key: the Source keeps being served in its last valid generation.
+    ns.apply_ok(&source("typo"));
+    let (_, reason, message) = eventually("Source in Ready=True LastValidGeneration", SLOW, || {
+        ready(&ns, "source", "in").filter(|(s, r, _)| s == "True" && r == "LastValidGeneration")
+    })
+    .await;
+    assert_eq!(reason, "LastValidGeneration");
+    assert!(message.contains("typo"), "{message}");
+    let refs = ns.condition("source", "in", "ResolvedRefs").unwrap();
+    assert_eq!(
+        (refs.0.as_str(), refs.1.as_str()),
+        ("False", "SecretNotFound")
+    );
+    let status = ns.get("source", "in").unwrap()["status"].clone();
+    assert_eq!(status["servingGeneration"], valid_generation, "{status}");
+    let events = ns.kubectl_ok(&["get", "events", "--field-selector", "type=Warning"]);
+    assert!(events.contains("LastValidGeneration"), "{events}");
+    assert_eq!(send(2).await, 200, "the ingest URL still answers");
+    receiver.wait_for(2, SLOW).await;
+
+    // The fix is served at once.
+    ns.apply_ok(&source("current"));
+    eventually("Source in Ready=True Programmed", SLOW, || {
+        ready(&ns, "source", "in").filter(|(s, r, _)| s == "True" && r == "Programmed")
+    })
+    .await;
+    let status = ns.get("source", "in").unwrap()["status"].clone();
+    assert_eq!(
+        status["servingGeneration"], status["observedGeneration"],
+        "{status}"
+    );
+    assert_eq!(send(3).await, 200);
+    receiver.wait_for(3, SLOW).await;
 }

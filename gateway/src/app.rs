@@ -25,4 +25,6 @@ pub struct App {
     pub ingest: Ingest,
     /// Metrics.
     pub metrics: Metrics,
+    /// WebSocket subscribers of `GET /v1/ws`.
+    pub hub: std::sync::Arc<crate::delivery::provider::websocket::Hub>,
 }

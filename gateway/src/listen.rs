@@ -168,9 +168,12 @@ impl Conn {
         // Header reads are timed by the watchdog below, not by hyper: hyper's timer also runs
         // while a keep-alive connection waits, which would make the idle timeout no longer
         // than the header timeout.
+        // Upgrades (WebSocket, GET /v1/ws) leave this loop: the upgraded connection is served
+        // by its own task.
         let conn = http1::Builder::new()
             .header_read_timeout(None)
-            .serve_connection(io, service);
+            .serve_connection(io, service)
+            .with_upgrades();
         tokio::pin!(conn);
         let mut stopping = false;
         loop {

@@ -30,7 +30,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if keys.is_empty() && settings.config_secret.is_none() {
         warn!("no API keys configured (HOOKSTREAM_API_KEYS): the management API refuses every request");
     }
-    let (initial, cluster) = initial_config(&settings).await?;
+    let (initial, cluster, memory) = initial_config(&settings).await?;
     let store = store::open(
         &settings.database,
         store::Options {
@@ -44,6 +44,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let egress = delivery::provider::egress::Egress::new(settings.egress_policy());
     let sandbox = start_sandbox(&settings).await?;
+    let hub = delivery::provider::websocket::Hub::new();
     let (dispatcher, delivery_task) = delivery::start(
         delivery::Setup {
             store: store.clone(),
@@ -53,11 +54,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             shutdown_grace: settings.shutdown_grace,
             egress: egress.clone(),
             sandbox,
+            hub: hub.clone(),
         },
         shutdown_rx.clone(),
     )
     .await?;
-    watch_config(&settings, cluster.as_ref(), config_tx, &metrics).await;
+    watch_config(&settings, cluster.as_ref(), memory, config_tx, &metrics).await;
     tokio::spawn(crate::housekeeping::run(
         store.clone(),
         config_rx.clone(),
@@ -91,6 +93,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         dispatcher,
         metrics,
+        hub,
     });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -148,11 +151,16 @@ fn connection_limits(settings: &Settings) -> crate::listen::Limits {
     }
 }
 
-/// The config to start with: the manifests folder compiled, or (in a cluster) nothing until
-/// the config Secret is read.
-async fn initial_config(settings: &Settings) -> anyhow::Result<(RuntimeConfig, Option<Cluster>)> {
+/// The config to start with: the manifests folder compiled (and what reloads start from), or
+/// (in a cluster) nothing until the config Secret is read.
+async fn initial_config(
+    settings: &Settings,
+) -> anyhow::Result<(RuntimeConfig, Option<Cluster>, manifests::Memory)> {
     match (&settings.manifests, &settings.config_secret) {
-        (Some(dir), _) => Ok((load_manifests(dir, settings.egress_policy()).await?, None)),
+        (Some(dir), _) => {
+            let (config, memory) = load_manifests(dir, settings.egress_policy()).await?;
+            Ok((config, None, memory))
+        }
         (None, Some(secret)) => {
             let cluster = Cluster::connect(
                 secret.clone(),
@@ -161,7 +169,11 @@ async fn initial_config(settings: &Settings) -> anyhow::Result<(RuntimeConfig, O
             )
             .await?;
             info!(secret = %secret, identity = %cluster.identity, "config from the operator's Secret");
-            Ok((RuntimeConfig::empty(), Some(cluster)))
+            Ok((
+                RuntimeConfig::empty(),
+                Some(cluster),
+                manifests::Memory::default(),
+            ))
         }
         (None, None) => anyhow::bail!("give --manifests DIR or --config-secret NAMESPACE/NAME"),
     }
@@ -172,6 +184,7 @@ async fn initial_config(settings: &Settings) -> anyhow::Result<(RuntimeConfig, O
 async fn watch_config(
     settings: &Settings,
     cluster: Option<&Cluster>,
+    memory: manifests::Memory,
     publish: watch::Sender<Arc<RuntimeConfig>>,
     metrics: &Metrics,
 ) {
@@ -192,6 +205,7 @@ async fn watch_config(
             manifests::watch(
                 dir.clone(),
                 settings.egress_policy(),
+                memory,
                 publish,
                 metrics.clone(),
             );
@@ -230,10 +244,15 @@ fn start_cluster_tasks(
 async fn load_manifests(
     dir: &std::path::Path,
     egress: hookstream_crds::egress::EgressPolicy,
-) -> anyhow::Result<RuntimeConfig> {
+) -> anyhow::Result<(RuntimeConfig, manifests::Memory)> {
     let folder = dir.to_path_buf();
-    match tokio::task::spawn_blocking(move || manifests::load(&folder, &egress)).await? {
-        Ok(config) => Ok(config),
+    let loaded = tokio::task::spawn_blocking(move || {
+        let mut memory = manifests::Memory::default();
+        manifests::load(&folder, &egress, &mut memory).map(|config| (config, memory))
+    })
+    .await?;
+    match loaded {
+        Ok(loaded) => Ok(loaded),
         Err(errors) => {
             let list = errors
                 .iter()

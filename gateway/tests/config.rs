@@ -131,7 +131,7 @@ async fn a_new_route_takes_effect_without_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_change_keeps_the_last_good_config_until_it_is_fixed() {
+async fn invalid_objects_are_refused_while_valid_edits_in_the_same_file_apply() {
     let first = Receiver::start().await;
     let second = Receiver::start().await;
     let gw = Gateway::start(&format!("{SOURCE}{}", route("one", "to-one", &first.url))).await;
@@ -171,36 +171,113 @@ spec: {{source: in, destination: nowhere}}
     assert!(log.contains("t/nowhere does not exist"), "{log}");
     assert!(log.contains("more.yaml"), "the log names the file: {log}");
 
-    // Events still route as before, and nothing of the rejected file applies.
+    // Events still route as before, and the valid route of the same file applies: one broken
+    // object holds back nothing else.
+    send_until_delivered(&gw, &second, Duration::from_secs(3)).await;
     for n in 1..=3 {
         let id = ingest_id(&gw, "t", "in", &format!(r#"{{"n":{n}}}"#)).await;
         gw.wait_event_status(&id, "delivered", Duration::from_secs(3))
             .await;
     }
-    assert_eq!(first.received().len(), 4);
-    assert!(
-        second.received().is_empty(),
-        "the rejected file's valid route is not applied either"
+    assert!(first.received().len() >= 4);
+    let (_, events) = gw.get("/v1/events?limit=1").await;
+    let latest = events["events"][0]["id"].as_str().unwrap().to_owned();
+    let (_, attempts) = gw
+        .get(&format!("/v1/delivery-attempts?event_id={latest}"))
+        .await;
+    let names: Vec<&str> = attempts["delivery_attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["destination_name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "the never-valid Connections are not served: {names:?}"
     );
     assert_eq!(reloads(&gw, "success").await, successes_before);
 
-    // Fixing the file recovers: its route now applies too.
+    // Fixing the file clears the problems.
     std::fs::write(
         gw.manifests_dir().join("more.yaml"),
         route("two", "to-two", &second.url),
     )
     .unwrap();
-    send_until_delivered(&gw, &second, Duration::from_secs(3)).await;
-    wait_reloads(&gw, "success", successes_before, Duration::from_secs(1)).await;
-    let before = first.received().len();
-    let id = ingest_id(&gw, "t", "in", r#"{"n":"after"}"#).await;
-    gw.wait_event_status(&id, "delivered", Duration::from_secs(3))
-        .await;
-    assert_eq!(
-        first.received().len(),
-        before + 1,
-        "the old route still works"
+    wait_reloads(&gw, "success", successes_before, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_broken_by_an_edit_keeps_serving_its_last_valid_version() {
+    let receiver = Receiver::start().await;
+    let connection = |transform: &str| {
+        format!(
+            "{SOURCE}---\napiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {{name: one, namespace: t}}\nspec: {{type: http, http: {{url: \"{}/hook\"}}}}\n---\napiVersion: hookstream.io/v1alpha1\nkind: Connection\nmetadata: {{name: to-one, namespace: t}}\nspec:\n  source: in\n  destination: one\n  transform:\n    jsonata: '{transform}'\n",
+            receiver.url
+        )
+    };
+    let gw = Gateway::start(&connection(r#"{"v": 1}"#)).await;
+    let failures_before = reloads(&gw, "failure").await;
+    // The body of the n-th delivery.
+    let delivered_body = |n: usize| {
+        let receiver = receiver.clone();
+        async move { receiver.wait_for(n, Duration::from_secs(5)).await[n - 1].json() }
+    };
+    ingest_id(&gw, "t", "in", "{}").await;
+    assert_eq!(delivered_body(1).await, serde_json::json!({"v": 1}));
+
+    // An edit with a misspelt function: refused, and the last valid transform keeps serving.
+    std::fs::write(
+        gw.manifests_dir().join("main.yaml"),
+        connection(r#"{"v": $upercase("x")}"#),
+    )
+    .unwrap();
+    wait_reloads(&gw, "failure", failures_before, Duration::from_secs(3)).await;
+    let log = gw.log();
+    assert!(
+        log.contains("$upercase") && log.contains("Connection t/to-one"),
+        "{log}"
     );
+    ingest_id(&gw, "t", "in", "{}").await;
+    assert_eq!(
+        delivered_body(2).await,
+        serde_json::json!({"v": 1}),
+        "served in its last valid version"
+    );
+
+    // A file that stops parsing keeps serving what it held.
+    std::fs::write(gw.manifests_dir().join("main.yaml"), "kind: [").unwrap();
+    wait_reloads(
+        &gw,
+        "failure",
+        failures_before + 1.0,
+        Duration::from_secs(3),
+    )
+    .await;
+    ingest_id(&gw, "t", "in", "{}").await;
+    assert_eq!(delivered_body(3).await, serde_json::json!({"v": 1}));
+
+    // The fix applies.
+    std::fs::write(
+        gw.manifests_dir().join("main.yaml"),
+        connection(r#"{"v": 2}"#),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut n = 3;
+    loop {
+        ingest_id(&gw, "t", "in", "{}").await;
+        n += 1;
+        if delivered_body(n).await == serde_json::json!({"v": 2}) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fix did not apply:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -858,7 +858,9 @@ async fn transform_runtime_errors_are_recorded_failed_attempts() {
     let typed = Receiver::start().await;
     let fine = Receiver::start().await;
     let manifests = SOURCE.to_owned()
-        + &destination("err", &errored.url, "{maxRetries: 0}")
+        // Retries are allowed, but an error the event causes comes back on every retry: the
+        // delivery is dead-lettered at once.
+        + &destination("err", &errored.url, "{maxRetries: 5, intervals: [1h]}")
         + &connection("err", "[]", Some(r#"$error("boom: " & data.id)"#))
         + &destination("type", &typed.url, "{maxRetries: 0}")
         + &connection("type", "[]", Some(r#"data.a + "x""#))
@@ -889,6 +891,7 @@ async fn transform_runtime_errors_are_recorded_failed_attempts() {
         text.contains("boom: x1"),
         "the $error message is recorded: {err}"
     );
+    assert_eq!(err["is_dlq"], 1, "dead-lettered at once: {err}");
     let typ = attempt("d-type");
     assert_eq!(typ["status"], "failed", "{typ}");
     let text = typ["error"].as_str().unwrap_or_default();

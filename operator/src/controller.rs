@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt};
-use hookstream_crds::compiler::{compile, Compilation, Objects};
+use hookstream_crds::compiler::{compile_serving, Compilation, LastValid, Objects, Served};
 use hookstream_crds::config::ObjectKey;
 use hookstream_crds::v1alpha1::{
     AlertRule, Connection, Destination, Source, Topic, CONDITION_READY,
@@ -45,6 +45,9 @@ use crate::status::{self, Verdict};
 pub const FIELD_MANAGER: &str = "hookstream-operator";
 /// Key of the compiled config (JSON) in the gateway config Secret, shared with the gateway.
 pub use hookstream_crds::config::CONFIG_KEY;
+/// Key of the config Secret holding the last valid version of each object, so that a
+/// restarted operator keeps serving them while their current versions are broken.
+pub const LAST_VALID_KEY: &str = "last-valid.json";
 /// Quiet time after a change before compiling, so a `kubectl apply` of many objects compiles
 /// once or twice rather than once per object.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -166,8 +169,9 @@ type Seen = HashMap<(&'static str, ObjectKey), (Option<String>, Option<i64>)>;
 
 /// One compilation and the object versions it was made from.
 pub struct Snapshot {
-    /// The compiler's result.
-    pub compilation: Compilation,
+    /// What is served, each object's problems, and which objects are served in an earlier
+    /// version.
+    pub served: Served,
     seen: Seen,
 }
 
@@ -187,6 +191,8 @@ struct Shared {
     metrics: Metrics,
     failures: Mutex<HashMap<(&'static str, ObjectKey), u32>>,
     wake: Notify,
+    /// The last valid versions (`None` until read back from the config Secret).
+    last_valid: Mutex<Option<LastValid>>,
 }
 
 struct Stores {
@@ -199,8 +205,10 @@ struct Stores {
 }
 
 impl Stores {
-    /// The Secrets the cached objects reference, and the config Secret.
-    fn wanted_secrets(&self, config_secret: &ObjectKey) -> BTreeSet<ObjectKey> {
+    /// The Secrets the cached objects reference, those their last valid versions reference
+    /// (an earlier version served while an edit is broken compiles with its own Secrets), and
+    /// the config Secret.
+    fn wanted_secrets(&self, shared: &Shared) -> BTreeSet<ObjectKey> {
         let (sources, destinations, rules) = (
             self.sources.state(),
             self.destinations.state(),
@@ -211,7 +219,14 @@ impl Stores {
             destinations.iter().map(|o| &**o),
             rules.iter().map(|o| &**o),
         );
-        wanted.insert(config_secret.clone());
+        if let Some(last) = &*shared.last_valid.lock().unwrap_or_else(|p| p.into_inner()) {
+            wanted.extend(secrets::referenced(
+                last.sources.values(),
+                last.destinations.values(),
+                last.alert_rules.values(),
+            ));
+        }
+        wanted.insert(shared.options.config_secret.clone());
         wanted
     }
 }
@@ -258,6 +273,7 @@ pub async fn run(
         metrics,
         failures: Mutex::default(),
         wake: Notify::new(),
+        last_valid: Mutex::new(None),
     });
 
     let (sources, run_sources) = controller::<Source>(&shared, &shutdown);
@@ -344,12 +360,13 @@ async fn compile_loop(
         _ = synced => info!("caches synced"),
         _ = shutdown.wait_for(|s| *s) => return,
     }
+    load_last_valid(&shared, &stores).await;
     let mut done: Option<u64> = None;
     let mut failures = 0u32;
     loop {
         // The referenced Secrets are fetched before compiling: a reference compiles as
         // missing only when its Secret really is.
-        let wanted = stores.wanted_secrets(&shared.options.config_secret);
+        let wanted = stores.wanted_secrets(&shared);
         if let Err(e) = stores.secrets.refresh(&wanted).await {
             warn!(error = %e, "cannot read referenced Secrets; retrying");
             tokio::select! {
@@ -396,6 +413,30 @@ async fn compile_loop(
             _ = tokio::time::sleep(POLL) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Reads the last valid versions a previous leader kept in the config Secret, so that the
+/// Secrets they reference are fetched before the first compilation. Leaves them unset when
+/// the config Secret cannot be read (the first compilation reads it again).
+async fn load_last_valid(shared: &Shared, stores: &Stores) {
+    let target = &shared.options.config_secret;
+    if let Err(e) = stores
+        .secrets
+        .refresh(&BTreeSet::from([target.clone()]))
+        .await
+    {
+        debug!(error = %e, "cannot read the config Secret yet");
+        return;
+    }
+    let kept = stores
+        .secrets
+        .get(target)
+        .and_then(|s| s.data.as_ref()?.get(LAST_VALID_KEY).map(|v| v.0.clone()))
+        .and_then(|bytes| serde_json::from_slice::<LastValid>(&bytes).ok());
+    if let Some(kept) = kept {
+        let mut last = shared.last_valid.lock().unwrap_or_else(|p| p.into_inner());
+        last.get_or_insert(kept);
     }
 }
 
@@ -455,15 +496,29 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
     };
     // Only referenced Secrets are cached (sorted), and the compiler reads no other.
     objects.secrets = stores.secrets.present();
-    let compilation = tokio::task::spawn_blocking(move || compile(&objects)).await?;
-    let data = serde_json::to_vec(&compilation.config)?;
-
     let target = &shared.options.config_secret;
-    let current = stores
-        .secrets
-        .get(target)
-        .and_then(|s| s.data.as_ref()?.get(CONFIG_KEY).map(|v| v.0.clone()));
-    let write = current.as_deref() != Some(data.as_slice());
+    let written = stores.secrets.get(target);
+    let stored = |key: &str| {
+        written
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get(key).map(|v| v.0.clone()))
+    };
+    let previous = {
+        let mut last = shared.last_valid.lock().unwrap_or_else(|p| p.into_inner());
+        last.get_or_insert_with(|| {
+            // A restarted operator picks up where the last one left off.
+            stored(LAST_VALID_KEY)
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default()
+        })
+        .clone()
+    };
+    let served = tokio::task::spawn_blocking(move || compile_serving(&objects, &previous)).await?;
+    let compilation = &served.compilation;
+    let data = serde_json::to_vec(&compilation.config)?;
+    let kept = serde_json::to_vec(&served.last_valid)?;
+    let write = stored(CONFIG_KEY).as_deref() != Some(data.as_slice())
+        || stored(LAST_VALID_KEY).as_deref() != Some(kept.as_slice());
     if write {
         let secret = Secret {
             metadata: ObjectMeta {
@@ -481,7 +536,13 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
                 ..ObjectMeta::default()
             },
             type_: Some("Opaque".to_owned()),
-            data: Some([(CONFIG_KEY.to_owned(), ByteString(data))].into()),
+            data: Some(
+                [
+                    (CONFIG_KEY.to_owned(), ByteString(data)),
+                    (LAST_VALID_KEY.to_owned(), ByteString(kept)),
+                ]
+                .into(),
+            ),
             ..Secret::default()
         };
         let written = Api::<Secret>::namespaced(shared.client.clone(), &target.namespace)
@@ -499,15 +560,17 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
             destinations = compilation.config.destinations.len(),
             connections = compilation.config.connections.len(),
             topics = compilation.config.topics.len(),
-            invalid_objects = invalid_objects(&compilation),
+            invalid_objects = invalid_objects(compilation),
+            served_from_last_valid = served.from_last_valid.len(),
             secret = %target,
             "gateway config written"
         );
     }
-    count_objects(&shared.metrics, &seen, &compilation);
+    count_objects(&shared.metrics, &seen, compilation);
+    *shared.last_valid.lock().unwrap_or_else(|p| p.into_inner()) = Some(served.last_valid.clone());
     shared
         .snapshot
-        .send_replace(Some(Arc::new(Snapshot { compilation, seen })));
+        .send_replace(Some(Arc::new(Snapshot { served, seen })));
     Ok(write)
 }
 
@@ -582,8 +645,9 @@ async fn write_status<K: Managed>(
     let generation = object.meta().generation;
     let (current_generation, current, current_url) = object.current();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let verdict = Verdict::of(&snapshot.compilation, K::KIND, key);
+    let verdict = Verdict::of(&snapshot.served, K::KIND, key);
     let conditions = status::conditions(&verdict, generation, current, &now);
+    let serving = verdict.serving_generation(generation);
     let url = K::url(&shared.options.ingest_base_url, key);
     let unchanged = current_generation == generation
         && conditions == current
@@ -593,6 +657,7 @@ async fn write_status<K: Managed>(
     }
     let mut status = serde_json::json!({
         "observedGeneration": generation,
+        "servingGeneration": serving,
         "conditions": conditions,
     });
     if let Some((field, value)) = &url {
@@ -636,7 +701,8 @@ async fn announce<K: Managed>(
         return;
     }
     let event = Event {
-        type_: if status == "True" {
+        // A broken edit served in its last valid version is still worth a warning.
+        type_: if status == "True" && reason != status::REASON_LAST_VALID {
             EventType::Normal
         } else {
             EventType::Warning

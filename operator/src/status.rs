@@ -1,7 +1,7 @@
 //! What an object's status should say, computed from one compilation. Pure: the controllers
 //! compare the result with the object's current status and write only a difference.
 
-use hookstream_crds::compiler::{Compilation, ConfigError};
+use hookstream_crds::compiler::{ConfigError, Served};
 use hookstream_crds::config::{ingest_path, publish_path, ObjectKey};
 use hookstream_crds::v1alpha1::{
     condition, set_condition, CONDITION_ACCEPTED, CONDITION_READY, CONDITION_RESOLVED_REFS,
@@ -10,6 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition reason of a valid object that the gateway config contains.
 pub const REASON_PROGRAMMED: &str = "Programmed";
+/// Ready reason of an object whose current generation is broken while the gateway keeps
+/// serving its last valid one.
+pub const REASON_LAST_VALID: &str = "LastValidGeneration";
 /// Condition reason of a kind the gateway validates but does not act on yet.
 pub const REASON_NOT_EVALUATED: &str = "NotEvaluated";
 
@@ -30,14 +33,29 @@ pub struct Verdict<'a> {
     pub kind: &'a str,
     /// Its errors; empty when it is valid and routed.
     pub errors: Vec<&'a ConfigError>,
+    /// Served in an earlier, valid generation (this one) while its current one is broken.
+    pub last_valid: Option<Option<i64>>,
 }
 
 impl<'a> Verdict<'a> {
-    /// The verdict on `kind` `key` in `compilation`.
-    pub fn of(compilation: &'a Compilation, kind: &'a str, key: &'a ObjectKey) -> Verdict<'a> {
+    /// The verdict on `kind` `key` in `served`.
+    pub fn of(served: &'a Served, kind: &'a str, key: &'a ObjectKey) -> Verdict<'a> {
         Verdict {
             kind,
-            errors: compilation.errors_for(kind, key).collect(),
+            errors: served.compilation.errors_for(kind, key).collect(),
+            last_valid: served
+                .from_last_valid
+                .get(&(kind.to_owned(), key.clone()))
+                .copied(),
+        }
+    }
+
+    /// The generation the gateway serves, given the object's current `generation`.
+    pub fn serving_generation(&self, generation: Option<i64>) -> Option<i64> {
+        match self.last_valid {
+            Some(served) => served,
+            None if self.errors.is_empty() && self.kind != "AlertRule" => generation,
+            None => None,
         }
     }
 }
@@ -92,6 +110,20 @@ pub fn conditions(
         ),
     }
     match verdict.errors.first() {
+        Some(_) if verdict.last_valid.is_some() => set(
+            &mut out,
+            CONDITION_READY,
+            true,
+            REASON_LAST_VALID,
+            format!(
+                "serving generation {}, the last valid one, until this generation is fixed: {}",
+                verdict
+                    .last_valid
+                    .flatten()
+                    .map_or_else(|| "(unknown)".to_owned(), |g| g.to_string()),
+                describe(&verdict.errors)
+            ),
+        ),
         Some(first) => set(
             &mut out,
             CONDITION_READY,
@@ -152,13 +184,51 @@ pub fn publish_url(base: &str, key: &ObjectKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookstream_crds::compiler::{compile, Objects};
+    use hookstream_crds::compiler::{compile_serving, LastValid, Objects};
     use hookstream_crds::manifest::parse_into;
 
-    fn compiled(yaml: &str) -> Compilation {
+    fn objects(yaml: &str) -> Objects {
         let mut objects = Objects::default();
         assert!(parse_into(&mut objects, "test.yaml", yaml).is_empty());
-        compile(&objects)
+        objects
+    }
+
+    fn compiled(yaml: &str) -> Served {
+        compile_serving(&objects(yaml), &LastValid::default())
+    }
+
+    #[test]
+    fn a_broken_edit_of_a_served_object_stays_ready_on_its_last_valid_generation() {
+        let destination = |url: &str| {
+            format!("apiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {{name: backend, namespace: shop, generation: 4}}\nspec: {{type: http, http: {{url: '{url}'}}}}\n")
+        };
+        let good = compiled(&destination("http://127.0.0.1:9/"));
+        let mut broken_objects = objects(&destination("not a url"));
+        broken_objects.destinations[0].metadata.generation = Some(5);
+        let broken = compile_serving(&broken_objects, &good.last_valid);
+        let key = ObjectKey::new("shop", "backend");
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let verdict = Verdict::of(&broken, "Destination", &key);
+        let out = conditions(&verdict, Some(5), &[], &now);
+        let ready = find(&out, CONDITION_READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", REASON_LAST_VALID)
+        );
+        assert!(
+            ready.message.contains("serving generation 4"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(find(&out, CONDITION_ACCEPTED).status, "False");
+        assert_eq!(verdict.serving_generation(Some(5)), Some(4));
+        let never = compiled(&destination("not a url"));
+        let verdict = Verdict::of(&never, "Destination", &key);
+        assert_eq!(
+            find(&conditions(&verdict, Some(1), &[], &now), CONDITION_READY).status,
+            "False"
+        );
+        assert_eq!(verdict.serving_generation(Some(1)), None);
     }
 
     const DESTINATION: &str = "apiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {name: backend, namespace: shop}\nspec: {type: http, http: {url: 'http://127.0.0.1:9/'}}\n---\n";

@@ -245,6 +245,112 @@ pub(crate) fn route_calls(ast: AstNode) -> (AstNode, Option<AstNode>) {
     }
 }
 
+/// JSONata's built-in functions (the engine's library).
+const BUILT_INS: &[&str] = &[
+    "abs",
+    "append",
+    "assert",
+    "average",
+    "base64decode",
+    "base64encode",
+    "boolean",
+    "ceil",
+    "contains",
+    "count",
+    "decodeUrl",
+    "decodeUrlComponent",
+    "distinct",
+    "each",
+    "encodeUrl",
+    "encodeUrlComponent",
+    "error",
+    "eval",
+    "exists",
+    "filter",
+    "floor",
+    "formatBase",
+    "formatInteger",
+    "formatNumber",
+    "fromMillis",
+    "join",
+    "keys",
+    "length",
+    "lookup",
+    "lowercase",
+    "map",
+    "match",
+    "max",
+    "merge",
+    "millis",
+    "min",
+    "not",
+    "now",
+    "number",
+    "pad",
+    "parseInteger",
+    "power",
+    "random",
+    "reduce",
+    "replace",
+    "reverse",
+    "round",
+    "shuffle",
+    "sift",
+    "single",
+    "sort",
+    "split",
+    "spread",
+    "sqrt",
+    "string",
+    "substring",
+    "substringAfter",
+    "substringBefore",
+    "sum",
+    "toMillis",
+    "trim",
+    "type",
+    "uppercase",
+    "zip",
+];
+
+/// Functions `ast` calls by name that are neither JSONata built-ins, nor in `bound` (names
+/// the caller binds), nor defined in the expression (a variable it assigns or a parameter
+/// of one of its functions). Sorted, without the `$`.
+pub(crate) fn unknown_calls(ast: &AstNode, bound: &[&str]) -> Vec<String> {
+    let mut called = std::collections::BTreeSet::new();
+    let mut defined = std::collections::BTreeSet::new();
+    visit(ast, &mut |n| match n {
+        AstNode::Function {
+            name,
+            is_builtin: true,
+            ..
+        } => {
+            called.insert(name.trim_start_matches('$').to_owned());
+        }
+        AstNode::Binary {
+            op: BinaryOp::ColonEqual,
+            lhs,
+            ..
+        } => {
+            if let AstNode::Variable(v) = &**lhs {
+                defined.insert(v.trim_start_matches('$').to_owned());
+            }
+        }
+        AstNode::Lambda { params, .. } => {
+            defined.extend(params.iter().map(|p| p.trim_start_matches('$').to_owned()));
+        }
+        _ => {}
+    });
+    called
+        .into_iter()
+        .filter(|name| {
+            !defined.contains(name)
+                && !BUILT_INS.contains(&name.as_str())
+                && !bound.contains(&name.as_str())
+        })
+        .collect()
+}
+
 /// Whether `node` binds a guarded built-in's name as a variable, so that a
 /// call of that name might mean the variable.
 fn binds_guarded_name(node: &AstNode) -> bool {

@@ -274,6 +274,15 @@ impl Expression {
         }
     }
 
+    /// Functions this expression calls that would fail on every event: neither JSONata
+    /// built-ins, nor in `bound` (names the caller binds, without the `$`), nor defined in
+    /// the expression itself. A misspelling such as `$upercase` is found here, at compile
+    /// time, instead of failing each evaluation.
+    pub fn unknown_functions(&self, bound: &[&str]) -> Vec<String> {
+        let ast = self.inner.unrouted.as_ref().unwrap_or(&self.inner.ast);
+        guard::unknown_calls(ast, bound)
+    }
+
     /// The source text this expression was compiled from.
     pub fn source(&self) -> &str {
         &self.inner.source

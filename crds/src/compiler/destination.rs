@@ -5,6 +5,7 @@
 
 use crate::config::{
     CircuitConfig, DestinationConfig, HttpConfig, RetryConfig, SecretValue, SigningConfig,
+    WebsocketConfig,
 };
 use crate::templates::{self, Credential, DestinationPreset};
 use crate::v1alpha1::{
@@ -39,8 +40,11 @@ pub(super) fn compile_destination(
             url: url.to_owned(),
             ..HttpDestination::default()
         });
+    let websocket =
+        (spec.type_ == DestinationType::Websocket).then(|| compile_websocket(ctx, spec));
     let mut http = match spec.type_ {
         DestinationType::Http => compile_http(ctx, spec.http.as_ref().or(default_http.as_ref())),
+        DestinationType::Websocket => None,
         other => {
             ctx.error(
                 "spec.type",
@@ -63,6 +67,7 @@ pub(super) fn compile_destination(
         key: ctx.key.clone(),
         kind: spec.type_,
         http,
+        websocket,
         signing,
         retry,
         payload_transform,
@@ -71,6 +76,19 @@ pub(super) fn compile_destination(
         concurrency: compile_concurrency(ctx, spec.concurrency),
         rate_limit: compile_rate_limit(ctx, spec.rate_limit),
     })
+}
+
+/// The channel of a websocket Destination: its `channelName`, by default its own name,
+/// within its namespace.
+fn compile_websocket(ctx: &Ctx<'_>, spec: &DestinationSpec) -> WebsocketConfig {
+    let name = spec
+        .websocket
+        .as_ref()
+        .and_then(|w| w.channel_name.clone())
+        .unwrap_or_else(|| ctx.key.name.clone());
+    WebsocketConfig {
+        channel: format!("deliveries:{}/{name}", ctx.key.namespace),
+    }
 }
 
 /// Most deliveries to the gateway's whole in-flight budget.

@@ -30,10 +30,12 @@ use crate::v1alpha1::{
 mod alert_rule;
 mod connection;
 mod destination;
+mod serving;
 mod source;
 mod topic;
 
 pub use destination::{DEFAULT_RETRY_INTERVALS, MAX_RETRIES, MAX_TIMEOUT_SECONDS};
+pub use serving::{compile_serving, LastValid, Served};
 
 /// Namespace of objects that do not name one.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -513,13 +515,29 @@ fn filter_value_problem(filter: &Filter) -> Option<&'static str> {
 }
 
 fn check_transform(ctx: &mut Ctx<'_>, field: &str, transform: Option<&Transform>) {
-    if let Some(t) = transform {
-        if let Err(e) = hookstream_transform::Expression::compile(&t.jsonata) {
-            ctx.error(
-                field,
-                Reason::InvalidTransform,
-                format!("JSONata does not compile: {e}"),
-            );
+    let Some(t) = transform else { return };
+    match hookstream_transform::Expression::compile(&t.jsonata) {
+        Err(e) => ctx.error(
+            field,
+            Reason::InvalidTransform,
+            format!("JSONata does not compile: {e}"),
+        ),
+        Ok(expression) => {
+            // hookstream binds values ($event, $headers, $query, $method, $credential), no
+            // functions: every function called must be a built-in or defined in the text.
+            let unknown = expression.unknown_functions(&[]);
+            if !unknown.is_empty() {
+                let names = unknown
+                    .iter()
+                    .map(|n| format!("${n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                ctx.error(
+                    field,
+                    Reason::InvalidTransform,
+                    format!("calls {names}, which is neither a JSONata built-in function nor defined in the expression"),
+                );
+            }
         }
     }
 }

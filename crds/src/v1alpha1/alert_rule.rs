@@ -100,6 +100,11 @@ pub struct AlertRuleStatus {
     /// The generation of the spec that the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The generation the gateway serves: this one when it is valid, the last valid one
+    /// while an edit is broken (`Ready` then stays `True` with reason
+    /// `LastValidGeneration`), absent when no version is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_generation: Option<i64>,
     /// `Accepted`, `ResolvedRefs` and `Ready`, with reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::v1alpha1::common::conditions")]

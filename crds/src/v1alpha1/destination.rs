@@ -60,6 +60,10 @@ use super::common::SecretKeyRef;
     {
         "rule": "!has(self.http) || self.type == 'http'",
         "message": "spec.http is only used when spec.type is http"
+    },
+    {
+        "rule": "!has(self.websocket) || self.type == 'websocket'",
+        "message": "spec.websocket is only used when spec.type is websocket"
     }
 ]))]
 pub struct DestinationSpec {
@@ -85,6 +89,10 @@ pub struct DestinationSpec {
     /// Settings for `type: http`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpDestination>,
+    /// Settings for `type: websocket`: deliveries go to the clients connected to the
+    /// gateway's `GET /v1/ws` that subscribed to `deliveries:<namespace>/<channelName>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebsocketDestination>,
     /// Outbound signing: each delivery carries `X-Hookstream-Signature: sha256=<hex>`, an
     /// HMAC of `{event id}.{timestamp}.{body}` with this secret, or the Standard Webhooks
     /// headers with `scheme: standard-webhooks`.
@@ -108,6 +116,20 @@ pub struct DestinationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub rate_limit: Option<u32>,
+}
+
+/// Settings of a `websocket` Destination.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebsocketDestination {
+    /// The channel's name within the namespace (default: the Destination's name). Clients
+    /// subscribe to `deliveries:<namespace>/<channelName>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub channel_name: Option<String>,
 }
 
 /// Service templates of an http Destination.
@@ -323,6 +345,11 @@ pub struct DestinationStatus {
     /// The generation of the spec that the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The generation the gateway serves: this one when it is valid, the last valid one
+    /// while an edit is broken (`Ready` then stays `True` with reason
+    /// `LastValidGeneration`), absent when no version is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_generation: Option<i64>,
     /// `Accepted`, `ResolvedRefs` and `Ready`, with reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::v1alpha1::common::conditions")]

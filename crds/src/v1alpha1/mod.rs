@@ -21,7 +21,7 @@ pub use connection::{Connection, ConnectionSpec, ConnectionStatus};
 pub use destination::{
     Backoff, CircuitBreakerPolicy, CircuitState, CircuitStatus, DeliveryCounts, Destination,
     DestinationSpec, DestinationStatus, DestinationTemplate, DestinationType, HeaderFromSecret,
-    HttpDestination, RetryPolicy, Signing, SigningAlgorithm, SigningScheme,
+    HttpDestination, RetryPolicy, Signing, SigningAlgorithm, SigningScheme, WebsocketDestination,
 };
 pub use source::{
     Dedup, DedupStrategy, IpFilter, RateLimit, SchemaAction, SchemaValidation, SignatureEncoding,

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookstream_crds::compiler::{self, Objects};
+use hookstream_crds::compiler::{self, LastValid, Objects};
 use notify::{RecursiveMode, Watcher};
+use std::collections::BTreeMap;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -18,9 +19,49 @@ use crate::metrics::Metrics;
 /// `git checkout` touching many files) triggers one reload.
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// Reads and compiles every manifest under `dir`. On failure, every error found, each naming
-/// the file, object, field and reason.
-pub fn load(dir: &Path, egress: &EgressPolicy) -> Result<RuntimeConfig, Vec<String>> {
+/// What the folder held at the last reload: each file's last text that parsed, and each
+/// object's last valid version. A file that stops parsing is read in its last good text; an
+/// object that stops compiling is served in its last valid version (see
+/// [`compiler::compile_serving`]); valid edits elsewhere apply meanwhile.
+#[derive(Debug, Default)]
+pub struct Memory {
+    files: BTreeMap<PathBuf, String>,
+    last_valid: LastValid,
+}
+
+/// One read of the folder.
+pub struct Loaded {
+    /// The config to serve.
+    pub config: RuntimeConfig,
+    /// Every problem found, each naming the file, object, field and reason.
+    pub problems: Vec<String>,
+    /// Objects served in their last valid version (or read from a file's last good text).
+    pub kept: usize,
+}
+
+/// Reads and compiles every manifest under `dir` at start. On any problem, every problem
+/// found, each naming the file, object, field and reason: at start there is no earlier
+/// valid version to serve.
+pub fn load(
+    dir: &Path,
+    egress: &EgressPolicy,
+    memory: &mut Memory,
+) -> Result<RuntimeConfig, Vec<String>> {
+    let loaded = reload(dir, egress, memory)?;
+    if loaded.problems.is_empty() {
+        Ok(loaded.config)
+    } else {
+        Err(loaded.problems)
+    }
+}
+
+/// Reads and compiles every manifest under `dir`, serving what `memory` holds in place of
+/// what an edit broke. Fails only when the folder cannot be read at all.
+pub fn reload(
+    dir: &Path,
+    egress: &EgressPolicy,
+    memory: &mut Memory,
+) -> Result<Loaded, Vec<String>> {
     let mut files = Vec::new();
     collect(dir, &mut files).map_err(|e| {
         vec![format!(
@@ -33,35 +74,52 @@ pub fn load(dir: &Path, egress: &EgressPolicy) -> Result<RuntimeConfig, Vec<Stri
         egress: egress.clone(),
         ..Objects::default()
     };
-    let mut errors = Vec::new();
-    let mut read_errors = Vec::new();
+    let mut problems = Vec::new();
+    let mut kept = 0;
+    let mut texts = BTreeMap::new();
     for file in &files {
         let origin = file.display().to_string();
-        match std::fs::read_to_string(file) {
-            Ok(text) => errors.extend(hookstream_crds::manifest::parse_into(
-                &mut objects,
-                &origin,
-                &text,
-            )),
-            Err(e) => read_errors.push(format!("{origin}: cannot read: {e}")),
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                problems.push(format!("{origin}: cannot read: {e}"));
+                continue;
+            }
+        };
+        let mut parsed = Objects::default();
+        let errors = hookstream_crds::manifest::parse_into(&mut parsed, &origin, &text);
+        problems.extend(errors.iter().map(ToString::to_string));
+        let good = if errors.is_empty() {
+            Some(text)
+        } else if let Some(previous) = memory.files.get(file) {
+            // The objects of a file that no longer parses are served as they last parsed.
+            kept += 1;
+            problems.push(format!(
+                "{origin}: serving its last readable version until it is fixed"
+            ));
+            Some(previous.clone())
+        } else {
+            None
+        };
+        if let Some(good) = good {
+            let _ = hookstream_crds::manifest::parse_into(&mut objects, &origin, &good);
+            texts.insert(file.clone(), good);
         }
     }
-    let compilation = compiler::compile(&objects);
-    let mut messages: Vec<String> = read_errors
-        .into_iter()
-        .chain(
-            errors
-                .iter()
-                .chain(&compilation.errors)
-                .map(ToString::to_string),
-        )
-        .collect();
-    if !messages.is_empty() {
-        return Err(messages);
-    }
-    RuntimeConfig::build(compilation.config).map_err(|e| {
-        messages.push(e.to_string());
-        messages
+    let served = compiler::compile_serving(&objects, &memory.last_valid);
+    problems.extend(served.compilation.errors.iter().map(ToString::to_string));
+    kept += served.from_last_valid.len();
+    let config = RuntimeConfig::build(served.compilation.config).map_err(|e| {
+        let mut all = problems.clone();
+        all.push(e.to_string());
+        all
+    })?;
+    memory.files = texts;
+    memory.last_valid = served.last_valid;
+    Ok(Loaded {
+        config,
+        problems,
+        kept,
     })
 }
 
@@ -93,6 +151,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 pub fn watch(
     dir: PathBuf,
     egress: EgressPolicy,
+    mut memory: Memory,
     publish: watch::Sender<Arc<RuntimeConfig>>,
     metrics: Metrics,
 ) {
@@ -115,7 +174,7 @@ pub fn watch(
         return;
     }
     tokio::spawn(async move {
-        reload_on_change(&dir, &egress, &mut rx, &publish, &metrics).await;
+        reload_on_change(&dir, &egress, &mut memory, &mut rx, &publish, &metrics).await;
         drop(watcher);
     });
 }
@@ -123,6 +182,7 @@ pub fn watch(
 async fn reload_on_change(
     dir: &Path,
     egress: &EgressPolicy,
+    memory: &mut Memory,
     rx: &mut mpsc::Receiver<()>,
     publish: &watch::Sender<Arc<RuntimeConfig>>,
     metrics: &Metrics,
@@ -135,19 +195,36 @@ async fn reload_on_change(
         {}
         let folder = dir.to_path_buf();
         let egress = egress.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&folder, &egress)).await;
+        let mut held = std::mem::take(memory);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let loaded = reload(&folder, &egress, &mut held);
+            (loaded, held)
+        })
+        .await;
         match loaded {
-            Ok(Ok(config)) => {
+            Ok((Ok(loaded), held)) => {
+                *memory = held;
+                let result = if loaded.problems.is_empty() {
+                    "success"
+                } else {
+                    "failure"
+                };
+                metrics.config_reloads.with_label_values(&[result]).inc();
+                for e in &loaded.problems {
+                    warn!(error = %e, "invalid manifest");
+                }
                 info!(
-                    sources = config.sources.len(),
-                    destinations = config.destinations.len(),
-                    routes = config.routes.len(),
+                    sources = loaded.config.sources.len(),
+                    destinations = loaded.config.destinations.len(),
+                    routes = loaded.config.routes.len(),
+                    problems = loaded.problems.len(),
+                    kept_in_last_valid_version = loaded.kept,
                     "config reloaded"
                 );
-                metrics.config_reloads.with_label_values(&["success"]).inc();
-                publish.send_replace(Arc::new(config));
+                publish.send_replace(Arc::new(loaded.config));
             }
-            Ok(Err(errors)) => {
+            Ok((Err(errors), held)) => {
+                *memory = held;
                 metrics.config_reloads.with_label_values(&["failure"]).inc();
                 warn!(
                     errors = errors.len(),

@@ -166,6 +166,8 @@ pub struct Setup {
     pub egress: std::sync::Arc<provider::egress::Egress>,
     /// The worker processes transforms run in.
     pub sandbox: std::sync::Arc<Sandbox>,
+    /// WebSocket subscribers, for `websocket` Destinations.
+    pub hub: std::sync::Arc<provider::websocket::Hub>,
 }
 
 /// What workers share.
@@ -206,7 +208,7 @@ pub async fn start(
         store: setup.store,
         config: setup.config,
         metrics: setup.metrics,
-        providers: Providers::new(setup.egress.clone())?,
+        providers: Providers::new(setup.egress.clone(), setup.hub.clone())?,
         circuits,
         lanes,
         sandbox: setup.sandbox.clone(),

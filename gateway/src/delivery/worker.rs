@@ -111,14 +111,16 @@ async fn run(shared: &Shared, job: Job, event: SharedEvent, probe: bool) -> Comp
     let attempt_number = job.attempts;
     let payload = match transform::payload(&route, &event, &shared.sandbox, &shared.metrics).await {
         Ok(p) => p,
-        Err(error) => {
+        Err(failure) => {
             // The destination was not contacted: this says nothing about its health.
             if was_probe {
                 shared.circuits.release_probe(&dest_key).await;
             }
             count_attempt(shared, &dest_key, false, None);
+            // An error the event itself causes comes back on every retry: dead-lettered now.
             let sent = Sent {
-                error: Some(error),
+                error: Some(failure.message),
+                permanent: failure.permanent,
                 ..Sent::default()
             };
             return finish(shared, job, &destination, sent, now);

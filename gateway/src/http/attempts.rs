@@ -80,7 +80,7 @@ fn attempt_detail(a: &StoredAttempt) -> AttemptBody {
             response_body.clone(),
             *response_body_truncated,
         ),
-        AttemptDetail::None => (None, None, false),
+        AttemptDetail::None | AttemptDetail::Websocket { .. } => (None, None, false),
     };
     AttemptBody {
         summary: attempt_summary(a),

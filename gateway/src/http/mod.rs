@@ -11,6 +11,7 @@ mod events;
 mod ingest;
 mod page;
 mod templates;
+mod ws;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -43,6 +44,7 @@ fn api() -> Router<AppState> {
         .route(PUBLISH_ROUTE, post(ingest::publish))
         .route("/v1/sources/templates", get(templates::sources))
         .route("/v1/destinations/templates", get(templates::destinations))
+        .route("/v1/ws", get(ws::upgrade))
 }
 
 /// The router: ingest (public), health and metrics (public), the API (keyed). The only API

@@ -12,6 +12,17 @@ use crate::config::Route;
 use crate::metrics::Metrics;
 use crate::store::SharedEvent;
 
+/// Why no payload could be made.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// In words, for the attempt record.
+    pub message: String,
+    /// The same event fails the same way every time (an error in the expression's logic for
+    /// this event, or nothing to send): retrying cannot help. A limit hit or a worker lost is
+    /// not permanent.
+    pub permanent: bool,
+}
+
 /// What a destination is sent.
 #[derive(Clone, Debug)]
 pub struct Payload {
@@ -29,7 +40,7 @@ pub async fn payload(
     event: &SharedEvent,
     sandbox: &Sandbox,
     metrics: &Metrics,
-) -> Result<Payload, String> {
+) -> Result<Payload, Failure> {
     if route.transform.is_none() && route.payload.is_none() {
         return Ok(Payload {
             body: event.body.clone(),
@@ -62,17 +73,19 @@ pub async fn payload(
         names.push("destination transform");
     }
     let label = format!("{}/{}", route.namespace, route.destination);
-    let fail = |category: &str, message: String| {
+    let fail = |category: &str, message: String, permanent: bool| {
         metrics
             .transform_failures
             .with_label_values(&[&label, category])
             .inc();
-        message
+        Failure { message, permanent }
     };
     match sandbox.evaluate(input, stages).await {
         Ok(Some(value)) => {
-            let body = serde_json::to_vec(&value)
-                .map_err(|e| format!("transform result is not JSON: {e}"))?;
+            let body = serde_json::to_vec(&value).map_err(|e| Failure {
+                message: format!("transform result is not JSON: {e}"),
+                permanent: true,
+            })?;
             Ok(Payload {
                 body: Bytes::from(body),
                 content_type: Some("application/json".to_owned()),
@@ -81,11 +94,17 @@ pub async fn payload(
         Ok(None) => Err(fail(
             "empty",
             "transform yielded nothing (JSONata undefined) for this event".to_owned(),
+            true,
         )),
         Err(e @ SandboxError::Eval { stage, .. }) => {
             let stage = names.get(stage).copied().unwrap_or("transform");
-            Err(fail(e.category(), format!("{stage} failed: {e}")))
+            let permanent = !matches!(e.category(), "time_limit" | "memory_limit" | "depth");
+            Err(fail(
+                e.category(),
+                format!("{stage} failed: {e}"),
+                permanent,
+            ))
         }
-        Err(e) => Err(fail(e.category(), format!("transform failed: {e}"))),
+        Err(e) => Err(fail(e.category(), format!("transform failed: {e}"), false)),
     }
 }

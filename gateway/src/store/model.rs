@@ -256,6 +256,13 @@ pub enum AttemptDetail {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         response_body_truncated: bool,
     },
+    /// A message sent to WebSocket subscribers.
+    Websocket {
+        /// The channel.
+        channel: String,
+        /// Clients whose connection took the message.
+        clients: u32,
+    },
 }
 
 impl AttemptDetail {
@@ -263,7 +270,7 @@ impl AttemptDetail {
     pub fn status_code(&self) -> Option<u16> {
         match self {
             AttemptDetail::Http { status_code, .. } => *status_code,
-            AttemptDetail::None => None,
+            AttemptDetail::None | AttemptDetail::Websocket { .. } => None,
         }
     }
 }

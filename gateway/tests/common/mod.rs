@@ -4,7 +4,7 @@
 //! The database is a SQLite file in the gateway's folder, or, when `HOOKSTREAM_TEST_POSTGRES`
 //! holds the URL of a PostgreSQL server (`scripts/pg-up` starts one), a new database of its
 //! own on that server: the same tests run against both backends.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -6,6 +6,7 @@
 
 pub mod egress;
 pub mod http;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,7 @@ pub trait Provider: Send + Sync {
 /// are shared by every destination of a type.
 pub struct Providers {
     http: http::HttpProvider,
+    websocket: websocket::WebsocketProvider,
 }
 
 /// A provider could not be set up at start.
@@ -79,10 +81,15 @@ pub struct ProviderError {
 }
 
 impl Providers {
-    /// Sets up every provider; each connects only where `egress` allows.
-    pub fn new(egress: Arc<egress::Egress>) -> Result<Providers, ProviderError> {
+    /// Sets up every provider; each connects only where `egress` allows; WebSocket
+    /// deliveries go to the subscribers `hub` holds.
+    pub fn new(
+        egress: Arc<egress::Egress>,
+        hub: Arc<websocket::Hub>,
+    ) -> Result<Providers, ProviderError> {
         Ok(Providers {
             http: http::HttpProvider::new(egress)?,
+            websocket: websocket::WebsocketProvider::new(hub),
         })
     }
 
@@ -93,6 +100,7 @@ impl Providers {
     ) -> Result<&dyn Provider, String> {
         match destination.kind {
             DestinationType::Http => Ok(&self.http),
+            DestinationType::Websocket => Ok(&self.websocket),
             other => Err(format!(
                 "destination type {} is not supported by this gateway",
                 other.as_str()
