@@ -1,5 +1,7 @@
 //! Standalone config: a folder of manifests (`*.yaml`, `*.yml`, `*.json`, sub-folders
 //! included) compiled with the same compiler the operator uses, and reloaded when it changes.
+//! Secrets labelled `hookstream.io/api-key=true` among them hold API keys (see
+//! [`crate::access`]).
 
 use hookstream_crds::egress::EgressPolicy;
 use std::path::{Path, PathBuf};
@@ -59,10 +61,12 @@ pub fn load(dir: &Path, egress: &EgressPolicy) -> Result<RuntimeConfig, Vec<Stri
     if !messages.is_empty() {
         return Err(messages);
     }
-    RuntimeConfig::build(compilation.config).map_err(|e| {
+    let mut config = RuntimeConfig::build(compilation.config).map_err(|e| {
         messages.push(e.to_string());
         messages
-    })
+    })?;
+    config.api_keys = crate::access::keys_of_secrets(&objects.secrets);
+    Ok(config)
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
