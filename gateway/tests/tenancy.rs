@@ -470,3 +470,61 @@ spec:
     assert_eq!(detail["headers"]["authorization"], "[redacted]");
     assert!(!detail.to_string().contains(&basic));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_looks_at_the_500_newest_events_and_the_start_of_each_body() {
+    let gw = Gateway::start(
+        r#"
+apiVersion: hookstream.io/v1alpha1
+kind: Source
+metadata: {name: in, namespace: t}
+spec: {}
+"#,
+    )
+    .await;
+    let old = ingest_at(&gw, r#"{"note":"needle-old"}"#).await;
+    let deep = format!(
+        r#"{{"pad":"{}","note":"needle-deep"}}"#,
+        "x".repeat(20 * 1024)
+    );
+    let deep = ingest_at(&gw, &deep).await;
+    for i in 0..500 {
+        ingest_at(&gw, &format!(r#"{{"n":{i}}}"#)).await;
+    }
+    let gw = &gw;
+    let found = |path: String| async move {
+        let (code, body) = gw.get(&path).await;
+        assert_eq!(code, StatusCode::OK, "{path}: {body}");
+        listed(&body, "events", "id")
+    };
+    // The oldest event is beyond the 500 newest: a search does not reach it...
+    assert!(found("/v1/events?search=needle-old".to_owned())
+        .await
+        .is_empty());
+    // ...unless a time filter moves the window back to it.
+    let before = chrono::DateTime::from_timestamp_millis(deep.1 + 1)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let path = format!("/v1/events?search=needle-old&before={before}");
+    assert_eq!(found(path).await, HashSet::from([old.0]));
+    // Text past the first 16 KiB of a body is not searched.
+    let path = format!("/v1/events?search=needle-deep&before={before}");
+    assert!(found(path).await.is_empty());
+    let path = format!("/v1/events?search={}&before={before}", &deep.0[..12]);
+    assert!(found(path).await.contains(&deep.0), "id prefix search");
+}
+
+/// Ingests `body` to `t/in`; returns the event id and its receive time (unix ms).
+async fn ingest_at(gw: &Gateway, body: &str) -> (String, i64) {
+    let r = gw.ingest("t", "in", body, &[]).await;
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, detail) = gw.get(&format!("/v1/events/{id}")).await;
+    let at = chrono::DateTime::parse_from_rfc3339(detail["received_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    (id, at)
+}
