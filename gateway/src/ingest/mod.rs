@@ -7,10 +7,10 @@
 //! against the client), the Source's rate limit has room (429; only verified requests spend
 //! it, so a flood of forged requests cannot lock a genuine sender out), the body matches the
 //! schema (422 in reject mode). Credential headers are then redacted (unless the Source keeps
-//! them), so filters, dedup, transforms and the store see what is stored. Then the event, its dedup key and one delivery per matching
-//! route are committed in one transaction, and only then is the request accepted; deliveries
-//! to closed circuits go straight to a worker. The HTTP handlers that answer live in
-//! `http::ingest`.
+//! them), so filters, dedup, transforms and the store see what is stored. Then the event, its
+//! dedup key and one delivery per matching route are committed in one transaction, and only
+//! then is the request accepted; deliveries to closed circuits go straight to a worker. The
+//! HTTP handlers that answer live in `http::ingest`.
 
 pub mod dedup;
 pub mod gate;
