@@ -145,6 +145,10 @@ pub struct SourceConfig {
     /// Request rate limit, if any.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Store credential headers (`Authorization`, `Cookie`, API-key headers) as received
+    /// instead of `[redacted]`.
+    #[serde(default)]
+    pub keep_credential_headers: bool,
 }
 
 /// A compiled rate limit.

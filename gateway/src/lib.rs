@@ -5,8 +5,10 @@
 //! Data flows one way: config (the compiled manifests) → ingest → store → delivery → status.
 //! [`pipeline`] owns an event as data and its routing, [`store`] the only database access,
 //! [`delivery`] the queue's workers and one provider per destination type, [`http`] the
-//! thin handlers, [`cluster`] what only a gateway in Kubernetes does.
+//! thin handlers, [`cluster`] what only a gateway in Kubernetes does, [`access`] the API keys and
+//! the namespaces each may see.
 
+pub mod access;
 pub mod app;
 pub mod clock;
 pub mod cluster;

@@ -8,11 +8,11 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::access::ApiKeys;
 use crate::app::App;
 use crate::cluster::Cluster;
 use crate::config::{manifests, ConfigHandle, RuntimeConfig};
 use crate::delivery::{self, Dispatcher};
-use crate::http::auth::ApiKeys;
 use crate::ingest::{gate, Ingest};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -27,10 +27,10 @@ const CONFIG_WAIT: Duration = Duration::from_secs(30);
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let keys = ApiKeys::parse(&std::env::var("HOOKSTREAM_API_KEYS").unwrap_or_default())
         .context("HOOKSTREAM_API_KEYS is invalid")?;
-    if keys.is_empty() && settings.config_secret.is_none() {
-        warn!("no API keys configured (HOOKSTREAM_API_KEYS): the management API refuses every request");
-    }
     let (initial, cluster, memory) = initial_config(&settings).await?;
+    if keys.is_empty() && initial.api_keys.is_empty() && settings.config_secret.is_none() {
+        warn!("no API keys configured (HOOKSTREAM_API_KEYS or a key Secret among the manifests): the management API refuses every request");
+    }
     let store = store::open(
         &settings.database,
         store::Options {
@@ -60,6 +60,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .await?;
     watch_config(&settings, cluster.as_ref(), memory, config_tx, &metrics).await;
+    if cluster.is_none() {
+        follow_manifest_keys(config_rx.clone(), keys.clone());
+    }
     tokio::spawn(crate::housekeeping::run(
         store.clone(),
         config_rx.clone(),
@@ -212,6 +215,23 @@ async fn watch_config(
         }
         (None, None) => {}
     }
+}
+
+/// Keeps `keys` equal to the startup keys plus the keys of the manifests' key Secrets, from
+/// now on (before this returns) and as the manifests change (standalone).
+fn follow_manifest_keys(mut config: ConfigHandle, keys: ApiKeys) {
+    let startup = keys.keys();
+    let update = move |config: &mut ConfigHandle| {
+        let mut all = startup.clone();
+        all.extend(config.borrow_and_update().api_keys.iter().cloned());
+        keys.replace(all);
+    };
+    update(&mut config);
+    tokio::spawn(async move {
+        while config.changed().await.is_ok() {
+            update(&mut config);
+        }
+    });
 }
 
 /// API keys from labelled Secrets, circuit resets by annotation, and the status writer.

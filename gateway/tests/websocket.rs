@@ -163,3 +163,37 @@ async fn subscribers_receive_deliveries_and_none_connected_is_a_retried_failure(
         "waiting for a subscriber: {event}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_scoped_to_other_namespaces_cannot_subscribe_to_a_channel() {
+    const OTHER_KEY: &str =
+        "hs_test_6666666666666666666666666666666666666666666666666666666666666666";
+    let manifests = format!(
+        "{MANIFESTS}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: billing-team\n  namespace: hookstream\n  labels: {{hookstream.io/api-key: \"true\"}}\n  annotations: {{hookstream.io/namespaces: billing}}\nstringData:\n  key: {OTHER_KEY}\n"
+    );
+    let gw = Gateway::start(&manifests).await;
+    let mut socket = connect(&gw, Some(OTHER_KEY)).await.unwrap();
+    socket
+        .send(Message::Text(
+            r#"{"type":"subscribe","channel":"deliveries:t/live"}"#.into(),
+        ))
+        .await
+        .unwrap();
+    let answer = next_json(&mut socket, Duration::from_secs(2)).await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("not found"),
+        "{answer}"
+    );
+    // Nothing reaches it: the delivery finds no subscriber.
+    let id = ingest(&gw, r#"{"n":1}"#).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, event) = gw.get(&format!("/v1/events/{id}")).await;
+    assert_eq!(event["status"], "processing", "{event}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), socket.next())
+            .await
+            .is_err(),
+        "no message for another namespace's channel"
+    );
+}

@@ -57,6 +57,7 @@ pub(super) fn compile_source(source: &Source, ctx: &mut Ctx<'_>) -> Option<Sourc
         schema,
         max_body_bytes: spec.max_body_bytes,
         rate_limit,
+        keep_credential_headers: spec.keep_credential_headers.unwrap_or(false),
     })
 }
 

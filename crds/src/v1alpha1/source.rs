@@ -83,6 +83,13 @@ pub struct SourceSpec {
     /// `Retry-After` header, and nothing is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Store credential headers as received. By default the headers that carry a caller's
+    /// credentials (`Authorization`, `Proxy-Authorization`, `Cookie`, `X-API-Key` and other
+    /// API-key and token headers) are stored as `[redacted]`, after the signature check has
+    /// seen them; filters, transforms and retries then see `[redacted]` too. Set this when a
+    /// route needs them. The management API never shows them either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_credential_headers: Option<bool>,
 }
 
 /// A request rate limit.

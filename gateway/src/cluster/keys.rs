@@ -1,6 +1,8 @@
 //! API keys from Secrets labelled `hookstream.io/api-key=true` in the gateway's namespace:
 //! every value of such a Secret that is a well-formed key is accepted, alongside the keys of
-//! `HOOKSTREAM_API_KEYS`. Deleting the Secret (or the value) revokes the key.
+//! `HOOKSTREAM_API_KEYS`, with the namespaces its `hookstream.io/namespaces` annotation
+//! lists (all without it; see [`crate::access`]). Deleting the Secret (or the value) revokes
+//! the key.
 
 use std::collections::BTreeMap;
 
@@ -11,20 +13,19 @@ use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
 use super::Cluster;
-use crate::http::auth::{self, ApiKeys};
+use crate::access::{keys_of_secret, ApiKeys, ScopedKey};
 
-/// The label that marks a Secret as holding API keys.
-pub const LABEL: &str = "hookstream.io/api-key";
+pub use crate::access::LABEL;
 
 /// Keeps `keys` equal to the startup keys plus the keys in labelled Secrets.
 pub async fn watch(cluster: Cluster, keys: ApiKeys) {
-    let startup = keys.hashes();
+    let startup = keys.keys();
     let api = Api::<Secret>::namespaced(cluster.client.clone(), &cluster.namespace);
     let config = watcher::Config::default().labels(&format!("{LABEL}=true"));
     let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
-    // Hashes by Secret name; rebuilt into the accepted set after each change.
-    let mut by_secret: BTreeMap<String, Vec<[u8; 32]>> = BTreeMap::new();
-    let mut listing: Option<BTreeMap<String, Vec<[u8; 32]>>> = None;
+    // Keys by Secret name; rebuilt into the accepted set after each change.
+    let mut by_secret: BTreeMap<String, Vec<ScopedKey>> = BTreeMap::new();
+    let mut listing: Option<BTreeMap<String, Vec<ScopedKey>>> = None;
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Init) => {
@@ -33,17 +34,17 @@ pub async fn watch(cluster: Cluster, keys: ApiKeys) {
             }
             Ok(watcher::Event::InitApply(secret)) => {
                 let name = secret.name_any();
-                let hashes = hashes_of(&secret);
+                let found = keys_of_secret(&secret);
                 listing
                     .get_or_insert_with(BTreeMap::new)
-                    .insert(name, hashes);
+                    .insert(name, found);
                 continue;
             }
             Ok(watcher::Event::InitDone) => {
                 by_secret = listing.take().unwrap_or_default();
             }
             Ok(watcher::Event::Apply(secret)) => {
-                by_secret.insert(secret.name_any(), hashes_of(&secret));
+                by_secret.insert(secret.name_any(), keys_of_secret(&secret));
             }
             Ok(watcher::Event::Delete(secret)) => {
                 by_secret.remove(&secret.name_any());
@@ -54,7 +55,7 @@ pub async fn watch(cluster: Cluster, keys: ApiKeys) {
             }
         }
         let mut all = startup.clone();
-        all.extend(by_secret.values().flatten().copied());
+        all.extend(by_secret.values().flatten().cloned());
         info!(
             secrets = by_secret.len(),
             keys = all.len(),
@@ -62,23 +63,4 @@ pub async fn watch(cluster: Cluster, keys: ApiKeys) {
         );
         keys.replace(all);
     }
-}
-
-fn hashes_of(secret: &Secret) -> Vec<[u8; 32]> {
-    let mut out = Vec::new();
-    for (key, value) in secret.data.iter().flatten() {
-        match std::str::from_utf8(&value.0)
-            .ok()
-            .and_then(|v| auth::hash_if_valid(v.trim()))
-        {
-            Some(hash) => out.push(hash),
-            // Never the value itself: only where it is.
-            None => warn!(
-                secret = %secret.name_any(),
-                key = %key,
-                "ignoring a value that is not an API key (hs_live_ or hs_test_ and 64 hex digits)"
-            ),
-        }
-    }
-    out
 }

@@ -1,5 +1,7 @@
 //! Standalone config: a folder of manifests (`*.yaml`, `*.yml`, `*.json`, sub-folders
 //! included) compiled with the same compiler the operator uses, and reloaded when it changes.
+//! Secrets labelled `hookstream.io/api-key=true` among them hold API keys (see
+//! [`crate::access`]).
 
 use hookstream_crds::egress::EgressPolicy;
 use std::path::{Path, PathBuf};
@@ -109,11 +111,12 @@ pub fn reload(
     let served = compiler::compile_serving(&objects, &memory.last_valid);
     problems.extend(served.compilation.errors.iter().map(ToString::to_string));
     kept += served.from_last_valid.len();
-    let config = RuntimeConfig::build(served.compilation.config).map_err(|e| {
+    let mut config = RuntimeConfig::build(served.compilation.config).map_err(|e| {
         let mut all = problems.clone();
         all.push(e.to_string());
         all
     })?;
+    config.api_keys = crate::access::keys_of_secrets(&objects.secrets);
     memory.files = texts;
     memory.last_valid = served.last_valid;
     Ok(Loaded {

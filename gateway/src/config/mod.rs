@@ -17,6 +17,7 @@ use hookstream_crds::v1alpha1::Filter;
 use hookstream_transform::Expression;
 use tokio::sync::watch;
 
+use crate::access::ScopedKey;
 use crate::store::RouteKind;
 
 /// A Source ready for ingest.
@@ -76,6 +77,9 @@ pub struct RuntimeConfig {
     pub topics: HashMap<ObjectKey, Arc<RuntimeSource>>,
     /// The compiled config this was built from.
     pub compiled: GatewayConfig,
+    /// API keys from key Secrets among the manifests (standalone only; in a cluster they
+    /// are watched in the gateway's namespace).
+    pub api_keys: Vec<ScopedKey>,
 }
 
 /// Shared access to the current snapshot.
@@ -112,6 +116,7 @@ impl RuntimeConfig {
             routes: HashMap::new(),
             topics: HashMap::new(),
             compiled: GatewayConfig::default(),
+            api_keys: Vec::new(),
         }
     }
 
@@ -133,6 +138,7 @@ impl RuntimeConfig {
             routes,
             topics,
             compiled,
+            api_keys: Vec::new(),
         })
     }
 }
@@ -239,6 +245,7 @@ fn topic_targets(
                 schema: None,
                 max_body_bytes: None,
                 rate_limit: None,
+                keep_credential_headers: false,
             },
             schema: None,
             needs_body: subs.iter().any(|r| r.needs_body()),

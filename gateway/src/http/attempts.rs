@@ -1,7 +1,10 @@
-//! `/v1/delivery-attempts`: list, detail, and retry of an attempt's delivery.
+//! `/v1/delivery-attempts`: list, detail, and retry of an attempt's delivery. Lists show
+//! summaries (no headers, no response body); a caller sees only the attempts of its key's
+//! namespaces, and an attempt outside them is answered exactly like one that does not exist.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use hookstream_common::api::{
     AttemptDetail as AttemptBody, AttemptList, AttemptRetry, AttemptSummary, RetriedAttempt,
@@ -11,29 +14,24 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::page::{self, object_id, Page};
+use crate::access::Scope;
 use crate::app::AppState;
 use crate::clock::rfc3339;
+use crate::ingest::redact::{is_credential_header, REDACTED};
 use crate::pipeline::event::headers_object;
 use crate::store::{
-    AttemptDetail, AttemptOutcome, AttemptQuery, DeliveryState, ManualRetry, RouteKind,
-    StoredAttempt,
+    AttemptDetail, AttemptListing, AttemptOutcome, AttemptQuery, DeliveryState, ManualRetry,
+    RouteKind, StoredAttempt,
 };
 
-/// Request headers never shown by the API: they carry credentials.
-const SENSITIVE_HEADERS: [&str; 4] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "x-api-key",
-];
-
-/// Headers as an object, with credentials redacted.
+/// Headers as an object, with credentials redacted (whatever the Source keeps, the API never
+/// shows them).
 pub(super) fn shown_headers(headers: &[(String, String)]) -> Value {
     let redacted: Vec<(String, String)> = headers
         .iter()
         .map(|(k, v)| {
-            let value = if SENSITIVE_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
-                "[redacted]".to_owned()
+            let value = if is_credential_header(k) {
+                REDACTED.to_owned()
             } else {
                 v.clone()
             };
@@ -44,10 +42,9 @@ pub(super) fn shown_headers(headers: &[(String, String)]) -> Value {
 }
 
 /// An attempt as lists show it.
-pub(super) fn attempt_summary(a: &StoredAttempt) -> AttemptSummary {
-    let r = &a.record;
+pub(super) fn attempt_summary(a: &AttemptListing) -> AttemptSummary {
     AttemptSummary {
-        id: r.id.clone(),
+        id: a.id.clone(),
         event_id: a.event_id.clone(),
         delivery_id: a.delivery_id.clone(),
         connection_id: (a.route_kind == RouteKind::Connection)
@@ -56,15 +53,15 @@ pub(super) fn attempt_summary(a: &StoredAttempt) -> AttemptSummary {
         route: a.route.clone(),
         destination_id: object_id(&a.namespace, &a.destination),
         destination_name: a.destination.clone(),
-        status: r.outcome.to_string(),
-        status_code: r.detail.status_code(),
-        attempt_number: r.attempt_number,
-        latency_ms: r.latency_ms,
-        error: r.error.clone(),
-        is_dlq: u8::from(r.is_dlq),
-        attempted_at: rfc3339(r.attempted_at),
-        next_retry_at: r.next_retry_at.map(rfc3339),
-        created_at: rfc3339(r.attempted_at),
+        status: a.outcome.to_string(),
+        status_code: a.status_code,
+        attempt_number: a.attempt_number,
+        latency_ms: a.latency_ms,
+        error: a.error.clone(),
+        is_dlq: u8::from(a.is_dlq),
+        attempted_at: rfc3339(a.attempted_at),
+        next_retry_at: a.next_retry_at.map(rfc3339),
+        created_at: rfc3339(a.attempted_at),
     }
 }
 
@@ -83,7 +80,7 @@ fn attempt_detail(a: &StoredAttempt) -> AttemptBody {
         AttemptDetail::None | AttemptDetail::Websocket { .. } => (None, None, false),
     };
     AttemptBody {
-        summary: attempt_summary(a),
+        summary: attempt_summary(&a.listing()),
         request_headers: shown_headers(&a.record.request_headers),
         response_headers,
         response_body,
@@ -104,6 +101,7 @@ pub(super) struct AttemptParams {
 
 pub(super) async fn list(
     State(app): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Query(p): Query<AttemptParams>,
 ) -> Result<Json<AttemptList>, ApiError> {
     let limit = page::limit(p.limit.as_deref())?;
@@ -122,6 +120,7 @@ pub(super) async fn list(
         Some(_) => return Err(ApiError::bad_request("is_dlq must be 1 or 0")),
     };
     let query = AttemptQuery {
+        namespaces: scope.namespaces(),
         event_id: p.event_id,
         namespace,
         destination,
@@ -131,7 +130,7 @@ pub(super) async fn list(
         limit,
     };
     let rows = app.store.attempts(&query).await?;
-    let page = Page::of(rows, limit, |a| (a.record.attempted_at, a.seq));
+    let page = Page::of(rows, limit, |a| (a.attempted_at, a.seq));
     Ok(Json(AttemptList {
         delivery_attempts: page.items.iter().map(attempt_summary).collect(),
         cursor: page.cursor,
@@ -140,25 +139,29 @@ pub(super) async fn list(
     }))
 }
 
-async fn find(app: &AppState, id: &str) -> Result<StoredAttempt, ApiError> {
+/// The attempt `id` when it exists and is in `scope`; else the same 404 either way.
+async fn find(app: &AppState, scope: &Scope, id: &str) -> Result<StoredAttempt, ApiError> {
     app.store
         .attempt(id)
         .await?
+        .filter(|a| scope.allows(&a.namespace))
         .ok_or_else(|| ApiError::not_found(format!("delivery attempt {id} not found")))
 }
 
 pub(super) async fn get(
     State(app): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
 ) -> Result<Json<AttemptBody>, ApiError> {
-    Ok(Json(attempt_detail(&find(&app, &id).await?)))
+    Ok(Json(attempt_detail(&find(&app, &scope, &id).await?)))
 }
 
 pub(super) async fn retry(
     State(app): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
 ) -> Result<Json<AttemptRetry>, ApiError> {
-    let attempt = find(&app, &id).await?;
+    let attempt = find(&app, &scope, &id).await?;
     let result = app
         .store
         .retry(ManualRetry::Delivery {

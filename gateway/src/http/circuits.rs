@@ -1,12 +1,15 @@
 //! `/v1/destinations/{namespace}/{name}/circuit`: a Destination's circuit breaker, and its
-//! manual reset.
+//! manual reset. A Destination outside the caller's namespaces is answered exactly like one
+//! that does not exist.
 
 use axum::extract::{Path, State};
+use axum::Extension;
 use axum::Json;
 use hookstream_common::api::Circuit;
 use hookstream_crds::config::ObjectKey;
 
 use super::error::ApiError;
+use crate::access::Scope;
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::delivery::circuit::View;
@@ -23,11 +26,12 @@ fn circuit_body(key: &ObjectKey, view: &View) -> Circuit {
 
 fn known_destination(
     app: &AppState,
+    scope: &Scope,
     namespace: String,
     name: String,
 ) -> Result<ObjectKey, ApiError> {
     let key = ObjectKey::new(namespace, name);
-    if app.config.borrow().destinations.contains_key(&key) {
+    if scope.allows(&key.namespace) && app.config.borrow().destinations.contains_key(&key) {
         Ok(key)
     } else {
         Err(ApiError::not_found(format!("destination {key} not found")))
@@ -36,9 +40,10 @@ fn known_destination(
 
 pub(super) async fn get(
     State(app): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Circuit>, ApiError> {
-    let key = known_destination(&app, namespace, name)?;
+    let key = known_destination(&app, &scope, namespace, name)?;
     Ok(Json(circuit_body(
         &key,
         &app.dispatcher.circuits.view(&key),
@@ -47,9 +52,10 @@ pub(super) async fn get(
 
 pub(super) async fn reset(
     State(app): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Circuit>, ApiError> {
-    let key = known_destination(&app, namespace, name)?;
+    let key = known_destination(&app, &scope, namespace, name)?;
     tracing::info!(destination = %key, "circuit reset by API");
     let view = app.dispatcher.circuits.reset(&key).await?;
     Ok(Json(circuit_body(&key, &view)))

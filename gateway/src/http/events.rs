@@ -1,7 +1,10 @@
 //! `/v1/events`: list, detail and retry. A retry runs the event through the routes of its
-//! Source as they are now, creating new deliveries.
+//! Source as they are now, creating new deliveries. Lists show summaries (no body, no
+//! headers); a caller sees only the events of its key's namespaces, and an event outside
+//! them is answered exactly like one that does not exist.
 
 use axum::extract::{Path, Query, State};
+use axum::Extension;
 use axum::Json;
 use base64::Engine as _;
 use hookstream_common::api::{EventDetail, EventList, EventRetry, EventSummary, RetriedDelivery};
@@ -11,24 +14,24 @@ use serde::Deserialize;
 use super::attempts::{attempt_summary, shown_headers};
 use super::error::ApiError;
 use super::page::{self, object_id, Page};
+use crate::access::Scope;
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::pipeline::event::{parse_body, query_object, EventData};
 use crate::pipeline::route;
-use crate::store::{EventQuery, EventStatus, ManualRetry, StoredEvent};
+use crate::store::{EventListing, EventQuery, EventStatus, ManualRetry, StoredEvent};
 
 /// An event as lists show it.
-pub(super) fn event_summary(e: &StoredEvent) -> EventSummary {
-    let event = &e.event;
+pub(super) fn event_summary(e: &EventListing) -> EventSummary {
     EventSummary {
-        id: event.id.clone(),
-        source_id: object_id(&event.namespace, &event.source),
-        source_name: event.source.clone(),
-        namespace: event.namespace.clone(),
-        method: event.method.clone(),
-        content_type: event.content_type.clone(),
+        id: e.id.clone(),
+        source_id: object_id(&e.namespace, &e.source),
+        source_name: e.source.clone(),
+        namespace: e.namespace.clone(),
+        method: e.method.clone(),
+        content_type: e.content_type.clone(),
         status: e.status.to_string(),
-        received_at: rfc3339(event.received_at),
+        received_at: rfc3339(e.received_at),
     }
 }
 
@@ -58,11 +61,13 @@ fn status_filter(status: Option<&str>) -> Result<Option<EventStatus>, ApiError> 
 
 pub(super) async fn list(
     State(app): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Query(p): Query<EventParams>,
 ) -> Result<Json<EventList>, ApiError> {
     let limit = page::limit(p.limit.as_deref())?;
     let (namespace, source) = page::object_filter(p.source.or(p.source_id));
     let query = EventQuery {
+        namespaces: scope.namespaces(),
         namespace,
         source,
         status: status_filter(p.status.as_deref())?,
@@ -73,7 +78,7 @@ pub(super) async fn list(
         limit,
     };
     let rows = app.store.events(&query).await?;
-    let page = Page::of(rows, limit, |e| (e.event.received_at, e.seq));
+    let page = Page::of(rows, limit, |e| (e.received_at, e.seq));
     Ok(Json(EventList {
         events: page.items.iter().map(event_summary).collect(),
         cursor: page.cursor,
@@ -82,23 +87,26 @@ pub(super) async fn list(
     }))
 }
 
-async fn find(app: &AppState, id: &str) -> Result<StoredEvent, ApiError> {
+/// The event `id` when it exists and is in `scope`; else the same 404 either way.
+async fn find(app: &AppState, scope: &Scope, id: &str) -> Result<StoredEvent, ApiError> {
     app.store
         .event(id)
         .await?
+        .filter(|e| scope.allows(&e.event.namespace))
         .ok_or_else(|| ApiError::not_found(format!("event {id} not found")))
 }
 
 pub(super) async fn get(
     State(app): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
 ) -> Result<Json<EventDetail>, ApiError> {
-    let stored = find(&app, &id).await?;
+    let stored = find(&app, &scope, &id).await?;
     let attempts = app.store.attempts_of_event(&id).await?;
     let event = &stored.event;
     let utf8 = std::str::from_utf8(&event.body).is_ok();
     Ok(Json(EventDetail {
-        summary: event_summary(&stored),
+        summary: event_summary(&stored.listing()),
         path: event.path.clone(),
         query: query_object(&event.query),
         headers: shown_headers(&event.headers),
@@ -106,15 +114,19 @@ pub(super) async fn get(
         body_base64: (!utf8).then(|| base64::engine::general_purpose::STANDARD.encode(&event.body)),
         source_ip: event.source_ip.clone(),
         validation_errors: event.validation_errors.clone(),
-        delivery_attempts: attempts.iter().map(attempt_summary).collect(),
+        delivery_attempts: attempts
+            .iter()
+            .map(|a| attempt_summary(&a.listing()))
+            .collect(),
     }))
 }
 
 pub(super) async fn retry(
     State(app): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path(id): Path<String>,
 ) -> Result<Json<EventRetry>, ApiError> {
-    let stored = find(&app, &id).await?;
+    let stored = find(&app, &scope, &id).await?;
     let event = &stored.event;
     let config = app.config.borrow().clone();
     let key = ObjectKey::new(event.namespace.clone(), event.source.clone());

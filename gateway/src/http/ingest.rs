@@ -1,15 +1,18 @@
 //! The ingest endpoint, `ANY /v1/ingest/{namespace}/{source}` (public: its protection is the
 //! Source's verification, IP filter and limits), and the Topic publish endpoint,
-//! `POST /v1/topics/{namespace}/{topic}/publish` (behind the API key).
+//! `POST /v1/topics/{namespace}/{topic}/publish` (behind the API key; a Topic outside the
+//! key's namespaces is answered exactly like one that does not exist).
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use hookstream_common::api::{Ingested, Published};
 use hookstream_crds::config::ObjectKey;
 use http::StatusCode;
 
 use super::error::ApiError;
+use crate::access::Scope;
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::ingest::{self, Accepted, Incoming, Rejection, TOPIC_PREFIX};
@@ -63,13 +66,17 @@ pub(super) async fn ingest(
 /// Events published to a Topic are listed with the source `topic:{name}`.
 pub(super) async fn publish(
     State(app): State<AppState>,
+    Extension(scope): Extension<Scope>,
     Path((namespace, topic)): Path<(String, String)>,
     incoming: Incoming,
 ) -> Response {
     let key = ObjectKey::new(namespace, topic);
     let stored = format!("{TOPIC_PREFIX}{}", key.name);
     let label = format!("{}/{stored}", key.namespace);
-    let target = app.config.borrow().topics.get(&key).cloned();
+    let target = scope
+        .allows(&key.namespace)
+        .then(|| app.config.borrow().topics.get(&key).cloned())
+        .flatten();
     let outcome = match target {
         Some(target) => ingest::accept(&app.ingest, &target, stored, incoming).await,
         None => Err(Rejection::NotFound {

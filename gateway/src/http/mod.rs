@@ -1,7 +1,8 @@
 //! The HTTP surface: the router and one module per API area. Handlers are thin: they parse
 //! the request, call ingest, the store or delivery, and answer with the typed bodies of
 //! `hookstream_common::api`. Ingest, health, readiness and metrics are public; everything
-//! else under `/v1/` needs an `X-API-Key`.
+//! else under `/v1/` needs an `X-API-Key`, and sees only the namespaces of its key's
+//! [`crate::access::Scope`].
 
 mod attempts;
 pub mod auth;

@@ -8,11 +8,13 @@
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::access::Scope;
 use crate::app::AppState;
 use crate::delivery::provider::websocket::{Hub, Outgoing, CONNECTION_QUEUE};
 
@@ -28,39 +30,58 @@ struct ClientMessage {
     channel: Option<String>,
 }
 
-pub(super) async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub(super) async fn upgrade(
+    State(app): State<AppState>,
+    Extension(scope): Extension<Scope>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let hub = app.hub.clone();
     ws.max_message_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| serve(socket, hub))
+        .on_upgrade(move |socket| serve(socket, hub, scope))
 }
 
-/// Whether `channel` names a Destination's channel: `deliveries:<namespace>/<name>`.
-fn valid_channel(channel: &str) -> bool {
+/// The namespace of a Destination's channel, `deliveries:<namespace>/<name>`.
+fn channel_namespace(channel: &str) -> Option<&str> {
     channel
         .strip_prefix("deliveries:")
         .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .map(|(ns, _)| ns)
+}
+
+/// Whether `channel` names a Destination's channel.
+fn valid_channel(channel: &str) -> bool {
+    channel_namespace(channel).is_some()
+}
+
+/// One connection: its id, its outgoing queue, what its key may see, and how many channels
+/// it subscribed to.
+struct Connection<'a> {
+    hub: &'a Hub,
+    id: u64,
+    tx: mpsc::Sender<Outgoing>,
+    scope: Scope,
+    subscribed: usize,
 }
 
 /// The answer to one client message, if any.
-fn answer(
-    hub: &Hub,
-    id: u64,
-    tx: &mpsc::Sender<Outgoing>,
-    text: &str,
-    subscribed: &mut usize,
-) -> String {
+fn answer(conn: &mut Connection<'_>, text: &str) -> String {
     let error = |message: String| json!({"type": "error", "message": message}).to_string();
     let Ok(message) = serde_json::from_str::<ClientMessage>(text) else {
         return error("messages are JSON objects with a \"type\"".to_owned());
     };
     match (message.kind.as_str(), message.channel) {
         ("subscribe", Some(channel)) if valid_channel(&channel) => {
-            if *subscribed >= MAX_CHANNELS {
+            // A key scoped to some namespaces hears nothing of the others, and is told no
+            // more than for a channel nobody delivers to.
+            if !channel_namespace(&channel).is_some_and(|ns| conn.scope.allows(ns)) {
+                return error(format!("channel {channel} not found"));
+            }
+            if conn.subscribed >= MAX_CHANNELS {
                 return error(format!("at most {MAX_CHANNELS} channels per connection"));
             }
-            *subscribed += 1;
-            hub.subscribe(&channel, id, tx.clone());
+            conn.subscribed += 1;
+            conn.hub.subscribe(&channel, conn.id, conn.tx.clone());
             json!({"type": "subscribed", "channel": channel}).to_string()
         }
         ("subscribe", _) => error(
@@ -71,16 +92,22 @@ fn answer(
     }
 }
 
-async fn serve(socket: WebSocket, hub: std::sync::Arc<Hub>) {
+async fn serve(socket: WebSocket, hub: std::sync::Arc<Hub>, scope: Scope) {
     let id = hub.connection();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(CONNECTION_QUEUE);
     let (mut sink, mut stream) = socket.split();
-    let mut subscribed = 0;
+    let mut conn = Connection {
+        hub: &hub,
+        id,
+        tx,
+        scope,
+        subscribed: 0,
+    };
     loop {
         tokio::select! {
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    let reply = answer(&hub, id, &tx, text.as_str(), &mut subscribed);
+                    let reply = answer(&mut conn, text.as_str());
                     if !reply.is_empty() && sink.send(Message::Text(reply.into())).await.is_err() {
                         break;
                     }

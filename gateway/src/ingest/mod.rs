@@ -6,14 +6,16 @@
 //! arrives within the read timeout (408), the signature verifies (401; a failure is counted
 //! against the client), the Source's rate limit has room (429; only verified requests spend
 //! it, so a flood of forged requests cannot lock a genuine sender out), the body matches the
-//! schema (422 in reject mode). Then the event, its dedup key and one delivery per matching
-//! route are committed in one transaction, and only then is the request accepted; deliveries
-//! to closed circuits go straight to a worker. The HTTP handlers that answer live in
-//! `http::ingest`.
+//! schema (422 in reject mode). Credential headers are then redacted (unless the Source keeps
+//! them), so filters, dedup, transforms and the store see what is stored. Then the event, its
+//! dedup key and one delivery per matching route are committed in one transaction, and only
+//! then is the request accepted; deliveries to closed circuits go straight to a worker. The
+//! HTTP handlers that answer live in `http::ingest`.
 
 pub mod dedup;
 pub mod gate;
 pub mod ipfilter;
+pub mod redact;
 pub mod schema;
 pub mod verify;
 
@@ -249,7 +251,7 @@ pub async fn accept(
         peer,
         method,
         uri,
-        headers,
+        mut headers,
         body,
     } = incoming;
     let client = ipfilter::client_ip(peer.ip(), &headers, &ingest.trusted_proxies);
@@ -262,6 +264,9 @@ pub async fn accept(
         ingest.failures.failed(client);
     })?;
     gate::check_rate(target)?;
+    if !target.config.keep_credential_headers {
+        redact::redact_credentials(&mut headers);
+    }
     // Parsing is skipped when nothing looks at the body: most of ingest's cost per event.
     let parsed = target
         .needs_body

@@ -175,14 +175,15 @@ pub trait Store: Send + Sync + 'static {
     async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
 
     /// Events matching `q`, newest first, at most `q.limit + 1` (the extra row tells whether
-    /// there are more).
-    async fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+    /// there are more). Bodies and headers are not read.
+    async fn events(&self, q: &EventQuery) -> Result<Vec<EventListing>, StoreError>;
 
     /// Events by id, in no particular order; missing ids are left out.
     async fn events_by_ids(&self, ids: &[&str]) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Attempts matching `q`, newest first, at most `q.limit + 1`.
-    async fn attempts(&self, q: &AttemptQuery) -> Result<Vec<StoredAttempt>, StoreError>;
+    /// Attempts matching `q`, newest first, at most `q.limit + 1`. Headers and response
+    /// bodies are not read.
+    async fn attempts(&self, q: &AttemptQuery) -> Result<Vec<AttemptListing>, StoreError>;
 
     /// Every attempt of one event, oldest first.
     async fn attempts_of_event(&self, event_id: &str) -> Result<Vec<StoredAttempt>, StoreError>;

@@ -455,9 +455,119 @@ pub struct StoredAttempt {
     pub record: AttemptRecord,
 }
 
+/// An event as lists show it: what the `events` table holds beside the request itself
+/// (no body, no headers).
+#[derive(Clone, Debug)]
+pub struct EventListing {
+    /// Position in the log (cursor key).
+    pub seq: i64,
+    /// `evt_` id.
+    pub id: String,
+    /// Source namespace.
+    pub namespace: String,
+    /// Source name (`topic:NAME` for a publish).
+    pub source: String,
+    /// HTTP method.
+    pub method: String,
+    /// Content-Type header.
+    pub content_type: Option<String>,
+    /// Receive time, unix ms.
+    pub received_at: i64,
+    /// Status derived from its deliveries.
+    pub status: EventStatus,
+}
+
+impl StoredEvent {
+    /// The event as lists show it.
+    pub fn listing(&self) -> EventListing {
+        let e = &self.event;
+        EventListing {
+            seq: self.seq,
+            id: e.id.clone(),
+            namespace: e.namespace.clone(),
+            source: e.source.clone(),
+            method: e.method.clone(),
+            content_type: e.content_type.clone(),
+            received_at: e.received_at,
+            status: self.status,
+        }
+    }
+}
+
+/// An attempt as lists show it: no request headers, no response headers or body.
+#[derive(Clone, Debug)]
+pub struct AttemptListing {
+    /// Position (cursor key).
+    pub seq: i64,
+    /// `da_` id.
+    pub id: String,
+    /// Delivery it belongs to.
+    pub delivery_id: String,
+    /// Event.
+    pub event_id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Destination name.
+    pub destination: String,
+    /// Route kind.
+    pub route_kind: RouteKind,
+    /// Route name.
+    pub route: String,
+    /// Attempt number, 1-based over the delivery's life.
+    pub attempt_number: u32,
+    /// Success or failure.
+    pub outcome: AttemptOutcome,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The HTTP status, for transports that have one.
+    pub status_code: Option<u16>,
+    /// Duration of the attempt.
+    pub latency_ms: i64,
+    /// When it was made, unix ms.
+    pub attempted_at: i64,
+    /// When the next retry is due, if one is scheduled.
+    pub next_retry_at: Option<i64>,
+    /// Whether this attempt dead-lettered the delivery.
+    pub is_dlq: bool,
+}
+
+impl StoredAttempt {
+    /// The attempt as lists show it.
+    pub fn listing(&self) -> AttemptListing {
+        let r = &self.record;
+        AttemptListing {
+            seq: self.seq,
+            id: r.id.clone(),
+            delivery_id: self.delivery_id.clone(),
+            event_id: self.event_id.clone(),
+            namespace: self.namespace.clone(),
+            destination: self.destination.clone(),
+            route_kind: self.route_kind,
+            route: self.route.clone(),
+            attempt_number: r.attempt_number,
+            outcome: r.outcome,
+            error: r.error.clone(),
+            status_code: r.detail.status_code(),
+            latency_ms: r.latency_ms,
+            attempted_at: r.attempted_at,
+            next_retry_at: r.next_retry_at,
+            is_dlq: r.is_dlq,
+        }
+    }
+}
+
+/// Most events one search looks at: the newest that match the search's other filters, from
+/// its cursor on. A search costs at most this many rows, whatever the table holds.
+pub const SEARCH_WINDOW: u32 = 500;
+
+/// How much of each body a search looks at, from its start.
+pub const SEARCH_BODY_BYTES: u32 = 16 * 1024;
+
 /// Filters for listing events; newest first by receive time.
 #[derive(Clone, Debug, Default)]
 pub struct EventQuery {
+    /// Only these namespaces (the caller's scope); `None`: every namespace.
+    pub namespaces: Option<Vec<String>>,
     /// Source namespace.
     pub namespace: Option<String>,
     /// Source name.
@@ -468,7 +578,9 @@ pub struct EventQuery {
     pub after: Option<i64>,
     /// Received before, unix ms.
     pub before: Option<i64>,
-    /// Event id prefix or body text.
+    /// Event id prefix or body text, looked for in at most [`SEARCH_WINDOW`] events (the
+    /// newest matching the other filters, from the cursor on) and in the first
+    /// [`SEARCH_BODY_BYTES`] of each body.
     pub search: Option<String>,
     /// Only events after this (received_at, seq) position in newest-first order (the
     /// cursor).
@@ -480,6 +592,8 @@ pub struct EventQuery {
 /// Filters for listing attempts; newest first by attempt time.
 #[derive(Clone, Debug, Default)]
 pub struct AttemptQuery {
+    /// Only these namespaces (the caller's scope); `None`: every namespace.
+    pub namespaces: Option<Vec<String>>,
     /// Event.
     pub event_id: Option<String>,
     /// Destination namespace.

@@ -22,9 +22,9 @@ use sqlx::{ConnectOptions, PgPool};
 use tracing::warn;
 
 use super::model::{
-    AttemptQuery, CircuitChange, CircuitRow, ClaimRequest, Completion, CounterKey, Counters,
-    DedupClaim, DeliveryState, EventQuery, InsertOutcome, Job, ManualRetry, NewDelivery,
-    QueueDepth, SharedEvent, StoredAttempt, StoredEvent,
+    AttemptListing, AttemptQuery, CircuitChange, CircuitRow, ClaimRequest, Completion, CounterKey,
+    Counters, DedupClaim, DeliveryState, EventListing, EventQuery, InsertOutcome, Job, ManualRetry,
+    NewDelivery, QueueDepth, SharedEvent, StoredAttempt, StoredEvent,
 };
 use super::{error_chain, Health, Store, StoreError};
 use crate::clock::now_ms;
@@ -168,7 +168,7 @@ impl Store for PgStore {
         read::event(&self.pool, id).await
     }
 
-    async fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn events(&self, q: &EventQuery) -> Result<Vec<EventListing>, StoreError> {
         read::events(&self.pool, q).await
     }
 
@@ -176,7 +176,7 @@ impl Store for PgStore {
         read::events_by_ids(&self.pool, ids).await
     }
 
-    async fn attempts(&self, q: &AttemptQuery) -> Result<Vec<StoredAttempt>, StoreError> {
+    async fn attempts(&self, q: &AttemptQuery) -> Result<Vec<AttemptListing>, StoreError> {
         read::attempts(&self.pool, q).await
     }
 

@@ -1,12 +1,13 @@
-//! PostgreSQL queries on the pool: events and attempts for the management API, circuits,
-//! totals and queue depths.
+//! PostgreSQL queries on the pool: events and attempts for the management API (lists read
+//! only summary columns, never bodies or headers), circuits, totals and queue depths.
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use crate::store::model::{
-    AttemptQuery, AttemptRecord, CircuitRow, CounterKey, Counters, DeliveryState, EventQuery,
-    NewEvent, QueueDepth, StoredAttempt, StoredEvent,
+    AttemptListing, AttemptQuery, AttemptRecord, CircuitRow, CounterKey, Counters, DeliveryState,
+    EventListing, EventQuery, NewEvent, QueueDepth, StoredAttempt, StoredEvent, SEARCH_BODY_BYTES,
+    SEARCH_WINDOW,
 };
 use crate::store::{detail_from, headers_from, StoreError};
 
@@ -69,13 +70,66 @@ pub(super) async fn event(pool: &PgPool, id: &str) -> Result<Option<StoredEvent>
     row.as_ref().map(event_from).transpose()
 }
 
-pub(super) async fn events(pool: &PgPool, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new("SELECT * FROM events WHERE 1 = 1");
+/// The columns of an event listing: neither the body nor the headers.
+const EVENT_LISTING: &str = "seq, id, namespace, source, method, content_type, received_at, status";
+
+/// The columns of an attempt listing: no headers, and of the transport's detail only the
+/// status code.
+const ATTEMPT_LISTING: &str = "seq, id, delivery_id, event_id, namespace, destination, route_kind, route, attempt_number, status, error, latency_ms, attempted_at, next_retry_at, is_dlq, CAST(CAST(detail AS jsonb) ->> 'status_code' AS INTEGER) AS status_code";
+
+fn event_listing_from(r: &PgRow) -> Result<EventListing, StoreError> {
+    Ok(EventListing {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        namespace: r.try_get("namespace")?,
+        source: r.try_get("source")?,
+        method: r.try_get("method")?,
+        content_type: r.try_get("content_type")?,
+        received_at: r.try_get("received_at")?,
+        status: r.try_get::<&str, _>("status")?.parse()?,
+    })
+}
+
+fn attempt_listing_from(r: &PgRow) -> Result<AttemptListing, StoreError> {
+    Ok(AttemptListing {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        delivery_id: r.try_get("delivery_id")?,
+        event_id: r.try_get("event_id")?,
+        namespace: r.try_get("namespace")?,
+        destination: r.try_get("destination")?,
+        route_kind: r.try_get::<&str, _>("route_kind")?.parse()?,
+        route: r.try_get("route")?,
+        attempt_number: count(r, "attempt_number")?,
+        outcome: r.try_get::<&str, _>("status")?.parse()?,
+        error: r.try_get("error")?,
+        status_code: r
+            .try_get::<Option<i32>, _>("status_code")?
+            .and_then(|c| u16::try_from(c).ok()),
+        latency_ms: r.try_get("latency_ms")?,
+        attempted_at: r.try_get("attempted_at")?,
+        next_retry_at: r.try_get("next_retry_at")?,
+        is_dlq: r.try_get("is_dlq")?,
+    })
+}
+
+/// ` AND namespace = ANY(...)` for a caller's scope (nothing matches an empty scope).
+fn push_scope(qb: &mut QueryBuilder<'_, Postgres>, namespaces: Option<&Vec<String>>) {
+    if let Some(namespaces) = namespaces {
+        qb.push(" AND namespace = ANY(")
+            .push_bind(namespaces.clone())
+            .push(")");
+    }
+}
+
+/// The filters of an event list other than the search, and its position.
+fn push_event_filters(qb: &mut QueryBuilder<'_, Postgres>, q: &EventQuery) {
+    push_scope(qb, q.namespaces.as_ref());
     if let Some(ns) = &q.namespace {
-        qb.push(" AND namespace = ").push_bind(ns);
+        qb.push(" AND namespace = ").push_bind(ns.clone());
     }
     if let Some(source) = &q.source {
-        qb.push(" AND source = ").push_bind(source);
+        qb.push(" AND source = ").push_bind(source.clone());
     }
     if let Some(status) = q.status {
         qb.push(" AND status = ").push_bind(status.as_str());
@@ -86,15 +140,6 @@ pub(super) async fn events(pool: &PgPool, q: &EventQuery) -> Result<Vec<StoredEv
     if let Some(before) = q.before {
         qb.push(" AND received_at < ").push_bind(before);
     }
-    if let Some(search) = &q.search {
-        // Case-insensitive like SQLite's LIKE; the body is bytes, searched in its escaped
-        // text form (non-ASCII bytes as octal escapes on both sides).
-        qb.push(" AND (starts_with(lower(id), lower(")
-            .push_bind(search)
-            .push(")) OR strpos(lower(encode(body, 'escape')), lower(encode(convert_to(")
-            .push_bind(search)
-            .push(", 'UTF8'), 'escape'))) > 0)");
-    }
     if let Some((at, seq)) = q.after_position {
         qb.push(" AND (received_at < ")
             .push_bind(at)
@@ -104,26 +149,57 @@ pub(super) async fn events(pool: &PgPool, q: &EventQuery) -> Result<Vec<StoredEv
             .push_bind(seq)
             .push("))");
     }
+}
+
+pub(super) async fn events(pool: &PgPool, q: &EventQuery) -> Result<Vec<EventListing>, StoreError> {
+    let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new("SELECT ");
+    qb.push(EVENT_LISTING);
+    match &q.search {
+        None => {
+            qb.push(" FROM events WHERE 1 = 1");
+            push_event_filters(&mut qb, q);
+        }
+        Some(search) => {
+            // Bounded: the newest SEARCH_WINDOW rows that pass the other filters, and the
+            // first SEARCH_BODY_BYTES of each of their bodies. Case-insensitive like SQLite's
+            // LIKE; the body is bytes, searched in its escaped text form (non-ASCII bytes as
+            // octal escapes on both sides).
+            qb.push(" FROM (SELECT ")
+                .push(EVENT_LISTING)
+                .push(", substring(body from 1 for ")
+                .push_bind(i32::try_from(SEARCH_BODY_BYTES).unwrap_or(i32::MAX))
+                .push(") AS head FROM events WHERE 1 = 1");
+            push_event_filters(&mut qb, q);
+            qb.push(" ORDER BY received_at DESC, seq DESC LIMIT ")
+                .push_bind(i64::from(SEARCH_WINDOW));
+            qb.push(") AS recent WHERE (starts_with(lower(id), lower(")
+                .push_bind(search.clone())
+                .push(")) OR strpos(lower(encode(head, 'escape')), lower(encode(convert_to(")
+                .push_bind(search.clone())
+                .push(", 'UTF8'), 'escape'))) > 0)");
+        }
+    }
     qb.push(" ORDER BY received_at DESC, seq DESC LIMIT ")
         .push_bind(i64::from(q.limit) + 1);
     let rows = qb.build().fetch_all(pool).await?;
-    rows.iter().map(event_from).collect()
+    rows.iter().map(event_listing_from).collect()
 }
 
 pub(super) async fn attempts(
     pool: &PgPool,
     q: &AttemptQuery,
-) -> Result<Vec<StoredAttempt>, StoreError> {
-    let mut qb: QueryBuilder<'_, Postgres> =
-        QueryBuilder::new("SELECT * FROM attempts WHERE 1 = 1");
+) -> Result<Vec<AttemptListing>, StoreError> {
+    let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new("SELECT ");
+    qb.push(ATTEMPT_LISTING).push(" FROM attempts WHERE 1 = 1");
+    push_scope(&mut qb, q.namespaces.as_ref());
     if let Some(id) = &q.event_id {
-        qb.push(" AND event_id = ").push_bind(id);
+        qb.push(" AND event_id = ").push_bind(id.clone());
     }
     if let Some(ns) = &q.namespace {
-        qb.push(" AND namespace = ").push_bind(ns);
+        qb.push(" AND namespace = ").push_bind(ns.clone());
     }
     if let Some(d) = &q.destination {
-        qb.push(" AND destination = ").push_bind(d);
+        qb.push(" AND destination = ").push_bind(d.clone());
     }
     if let Some(outcome) = q.outcome {
         qb.push(" AND status = ").push_bind(outcome.as_str());
@@ -143,7 +219,7 @@ pub(super) async fn attempts(
     qb.push(" ORDER BY attempted_at DESC, seq DESC LIMIT ")
         .push_bind(i64::from(q.limit) + 1);
     let rows = qb.build().fetch_all(pool).await?;
-    rows.iter().map(attempt_from).collect()
+    rows.iter().map(attempt_listing_from).collect()
 }
 
 pub(super) async fn attempts_of_event(

@@ -16,9 +16,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, Connection, SqlitePool};
 
 use super::model::{
-    AttemptQuery, CircuitChange, CircuitRow, ClaimRequest, Completion, CounterKey, Counters,
-    DedupClaim, DeliveryState, EventQuery, InsertOutcome, Job, ManualRetry, NewDelivery,
-    QueueDepth, SharedEvent, StoredAttempt, StoredEvent,
+    AttemptListing, AttemptQuery, CircuitChange, CircuitRow, ClaimRequest, Completion, CounterKey,
+    Counters, DedupClaim, DeliveryState, EventListing, EventQuery, InsertOutcome, Job, ManualRetry,
+    NewDelivery, QueueDepth, SharedEvent, StoredAttempt, StoredEvent,
 };
 use super::{Health, Store, StoreError};
 use crate::clock::now_ms;
@@ -144,7 +144,7 @@ impl Store for SqliteStore {
         read::event(&self.read, id).await
     }
 
-    async fn events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn events(&self, q: &EventQuery) -> Result<Vec<EventListing>, StoreError> {
         read::events(&self.read, q).await
     }
 
@@ -152,7 +152,7 @@ impl Store for SqliteStore {
         read::events_by_ids(&self.read, ids).await
     }
 
-    async fn attempts(&self, q: &AttemptQuery) -> Result<Vec<StoredAttempt>, StoreError> {
+    async fn attempts(&self, q: &AttemptQuery) -> Result<Vec<AttemptListing>, StoreError> {
         read::attempts(&self.read, q).await
     }
 

@@ -1,12 +1,14 @@
-//! SQLite queries on the read pool: events and attempts for the management API, the queue's
-//! next due time, circuits, totals and queue depths.
+//! SQLite queries on the read pool: events and attempts for the management API (lists read
+//! only summary columns, never bodies or headers), the queue's next due time, circuits,
+//! totals and queue depths.
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::store::model::{
-    AttemptQuery, AttemptRecord, CircuitRow, CounterKey, Counters, DeliveryState, EventQuery,
-    NewEvent, QueueDepth, StoredAttempt, StoredEvent,
+    AttemptListing, AttemptQuery, AttemptRecord, CircuitRow, CounterKey, Counters, DeliveryState,
+    EventListing, EventQuery, NewEvent, QueueDepth, StoredAttempt, StoredEvent, SEARCH_BODY_BYTES,
+    SEARCH_WINDOW,
 };
 use crate::store::{detail_from, headers_from, like_escape, StoreError};
 
@@ -69,16 +71,74 @@ pub(super) async fn event(pool: &SqlitePool, id: &str) -> Result<Option<StoredEv
     row.as_ref().map(event_from).transpose()
 }
 
-pub(super) async fn events(
-    pool: &SqlitePool,
-    q: &EventQuery,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT * FROM events WHERE 1 = 1");
+/// The columns of an event listing: neither the body nor the headers.
+const EVENT_LISTING: &str = "seq, id, namespace, source, method, content_type, received_at, status";
+
+/// The columns of an attempt listing: no headers, and of the transport's detail only the
+/// status code.
+const ATTEMPT_LISTING: &str = "seq, id, delivery_id, event_id, namespace, destination, route_kind, route, attempt_number, status, error, latency_ms, attempted_at, next_retry_at, is_dlq, json_extract(detail, '$.status_code') AS status_code";
+
+fn event_listing_from(r: &SqliteRow) -> Result<EventListing, StoreError> {
+    Ok(EventListing {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        namespace: r.try_get("namespace")?,
+        source: r.try_get("source")?,
+        method: r.try_get("method")?,
+        content_type: r.try_get("content_type")?,
+        received_at: r.try_get("received_at")?,
+        status: r.try_get::<&str, _>("status")?.parse()?,
+    })
+}
+
+fn attempt_listing_from(r: &SqliteRow) -> Result<AttemptListing, StoreError> {
+    Ok(AttemptListing {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        delivery_id: r.try_get("delivery_id")?,
+        event_id: r.try_get("event_id")?,
+        namespace: r.try_get("namespace")?,
+        destination: r.try_get("destination")?,
+        route_kind: r.try_get::<&str, _>("route_kind")?.parse()?,
+        route: r.try_get("route")?,
+        attempt_number: count(r, "attempt_number")?,
+        outcome: r.try_get::<&str, _>("status")?.parse()?,
+        error: r.try_get("error")?,
+        status_code: r
+            .try_get::<Option<i64>, _>("status_code")?
+            .and_then(|c| u16::try_from(c).ok()),
+        latency_ms: r.try_get("latency_ms")?,
+        attempted_at: r.try_get("attempted_at")?,
+        next_retry_at: r.try_get("next_retry_at")?,
+        is_dlq: r.try_get::<i64, _>("is_dlq")? != 0,
+    })
+}
+
+/// ` AND namespace IN (...)` for a caller's scope (nothing matches an empty scope).
+fn push_scope(qb: &mut QueryBuilder<'_, Sqlite>, namespaces: Option<&Vec<String>>) {
+    let Some(namespaces) = namespaces else {
+        return;
+    };
+    if namespaces.is_empty() {
+        qb.push(" AND 0 = 1");
+        return;
+    }
+    qb.push(" AND namespace IN (");
+    let mut list = qb.separated(", ");
+    for ns in namespaces {
+        list.push_bind(ns.clone());
+    }
+    qb.push(")");
+}
+
+/// The filters of an event list other than the search, and its position.
+fn push_event_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &EventQuery) {
+    push_scope(qb, q.namespaces.as_ref());
     if let Some(ns) = &q.namespace {
-        qb.push(" AND namespace = ").push_bind(ns);
+        qb.push(" AND namespace = ").push_bind(ns.clone());
     }
     if let Some(source) = &q.source {
-        qb.push(" AND source = ").push_bind(source);
+        qb.push(" AND source = ").push_bind(source.clone());
     }
     if let Some(status) = q.status {
         qb.push(" AND status = ").push_bind(status.as_str());
@@ -89,14 +149,6 @@ pub(super) async fn events(
     if let Some(before) = q.before {
         qb.push(" AND received_at < ").push_bind(before);
     }
-    if let Some(search) = &q.search {
-        let escaped = like_escape(search);
-        qb.push(" AND (id LIKE ")
-            .push_bind(format!("{escaped}%"))
-            .push(" ESCAPE '\\' OR CAST(body AS TEXT) LIKE ")
-            .push_bind(format!("%{escaped}%"))
-            .push(" ESCAPE '\\')");
-    }
     if let Some((at, seq)) = q.after_position {
         qb.push(" AND (received_at < ")
             .push_bind(at)
@@ -106,25 +158,59 @@ pub(super) async fn events(
             .push_bind(seq)
             .push("))");
     }
+}
+
+pub(super) async fn events(
+    pool: &SqlitePool,
+    q: &EventQuery,
+) -> Result<Vec<EventListing>, StoreError> {
+    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT ");
+    qb.push(EVENT_LISTING);
+    match &q.search {
+        None => {
+            qb.push(" FROM events WHERE 1 = 1");
+            push_event_filters(&mut qb, q);
+        }
+        Some(search) => {
+            // Bounded: the newest SEARCH_WINDOW rows that pass the other filters, and the
+            // first SEARCH_BODY_BYTES of each of their bodies.
+            qb.push(" FROM (SELECT ")
+                .push(EVENT_LISTING)
+                .push(", CAST(substr(body, 1, ")
+                .push_bind(i64::from(SEARCH_BODY_BYTES))
+                .push(") AS TEXT) AS head FROM events WHERE 1 = 1");
+            push_event_filters(&mut qb, q);
+            qb.push(" ORDER BY received_at DESC, seq DESC LIMIT ")
+                .push_bind(i64::from(SEARCH_WINDOW));
+            let escaped = like_escape(search);
+            qb.push(") WHERE (id LIKE ")
+                .push_bind(format!("{escaped}%"))
+                .push(" ESCAPE '\\' OR head LIKE ")
+                .push_bind(format!("%{escaped}%"))
+                .push(" ESCAPE '\\')");
+        }
+    }
     qb.push(" ORDER BY received_at DESC, seq DESC LIMIT ")
         .push_bind(i64::from(q.limit) + 1);
     let rows = qb.build().fetch_all(pool).await?;
-    rows.iter().map(event_from).collect()
+    rows.iter().map(event_listing_from).collect()
 }
 
 pub(super) async fn attempts(
     pool: &SqlitePool,
     q: &AttemptQuery,
-) -> Result<Vec<StoredAttempt>, StoreError> {
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT * FROM attempts WHERE 1 = 1");
+) -> Result<Vec<AttemptListing>, StoreError> {
+    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT ");
+    qb.push(ATTEMPT_LISTING).push(" FROM attempts WHERE 1 = 1");
+    push_scope(&mut qb, q.namespaces.as_ref());
     if let Some(id) = &q.event_id {
-        qb.push(" AND event_id = ").push_bind(id);
+        qb.push(" AND event_id = ").push_bind(id.clone());
     }
     if let Some(ns) = &q.namespace {
-        qb.push(" AND namespace = ").push_bind(ns);
+        qb.push(" AND namespace = ").push_bind(ns.clone());
     }
     if let Some(d) = &q.destination {
-        qb.push(" AND destination = ").push_bind(d);
+        qb.push(" AND destination = ").push_bind(d.clone());
     }
     if let Some(outcome) = q.outcome {
         qb.push(" AND status = ").push_bind(outcome.as_str());
@@ -144,7 +230,7 @@ pub(super) async fn attempts(
     qb.push(" ORDER BY attempted_at DESC, seq DESC LIMIT ")
         .push_bind(i64::from(q.limit) + 1);
     let rows = qb.build().fetch_all(pool).await?;
-    rows.iter().map(attempt_from).collect()
+    rows.iter().map(attempt_listing_from).collect()
 }
 
 pub(super) async fn attempts_of_event(
