@@ -13,6 +13,8 @@ use crate::config::ObjectKey;
 use crate::v1alpha1::{AlertRule, Connection, Destination, Source, Topic};
 
 const API_VERSION: &str = "hookstream.io/v1alpha1";
+/// The name errors give a document whose name cannot be read.
+const UNNAMED: &str = "<unnamed>";
 
 /// Parses every document of `text` into `objects`. `origin` (a file path) is put on errors.
 /// Returns the errors found; documents without errors are still added.
@@ -50,14 +52,26 @@ pub fn parse_into(objects: &mut Objects, origin: &str, text: &str) -> Vec<Config
             .get("metadata")
             .and_then(|m| m.get("name"))
             .and_then(|n| n.as_str())
-            .unwrap_or("<unnamed>")
+            .unwrap_or(UNNAMED)
             .to_owned();
         let namespace = value
             .get("metadata")
             .and_then(|m| m.get("namespace"))
             .and_then(|n| n.as_str())
             .map(str::to_owned);
+        let named = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .is_some_and(|n| !n.is_empty());
         let result = match (api_version.as_str(), kind.as_str()) {
+            // Errors and routes are keyed by name: a nameless object could be neither.
+            (API_VERSION, "Source" | "Destination" | "Connection" | "Topic" | "AlertRule")
+            | ("v1", "Secret")
+                if !named =>
+            {
+                Err("metadata.name is required: every object needs a name".to_owned())
+            }
             (API_VERSION, "Source") => decode(value, false).map(|o: Source| {
                 objects.sources.push(remember(&mut objects.origins, "Source", origin, o))
             }),
@@ -175,7 +189,10 @@ fn document_error(
         } else {
             kind.to_owned()
         },
-        object: ObjectKey::new(namespace.unwrap_or(DEFAULT_NAMESPACE), name),
+        object: ObjectKey::new(
+            namespace.unwrap_or(DEFAULT_NAMESPACE),
+            if name.is_empty() { UNNAMED } else { name },
+        ),
         field: "(parse)".to_owned(),
         reason: Reason::InvalidSpec,
         message,

@@ -505,6 +505,12 @@ pub struct Operator {
 
 impl Operator {
     fn spawn(ns: &Namespace, ingest_base: &str) -> Operator {
+        Operator::spawn_with(ns, ingest_base, Vec::new())
+    }
+
+    /// [`Operator::spawn`] with extra environment variables (which override the control
+    /// plane's, such as `KUBECONFIG`).
+    fn spawn_with(ns: &Namespace, ingest_base: &str, extra: Vec<(String, String)>) -> Operator {
         let dir = tempfile::tempdir().unwrap();
         let command = vec![
             binary("hookstream-operator").display().to_string(),
@@ -517,7 +523,8 @@ impl Operator {
             "--metrics-listen".into(),
             "127.0.0.1:0".into(),
         ];
-        let envs = vec![("RUST_LOG".to_owned(), "info,kube=warn".to_owned())];
+        let mut envs = vec![("RUST_LOG".to_owned(), "info,kube=warn".to_owned())];
+        envs.extend(extra);
         let process = Process::spawn(command, envs, dir.path().join("operator.log"));
         Operator {
             metrics: String::new(),
@@ -538,6 +545,15 @@ impl Operator {
     /// waits until it leads with its caches synced.
     pub async fn start(ns: &Namespace, ingest_base: &str) -> Operator {
         let mut op = Operator::spawn(ns, ingest_base);
+        op.wait_serving(0).await;
+        op.wait_leading().await;
+        op
+    }
+
+    /// [`Operator::start`] with the credentials of `kubeconfig` instead of the administrator's.
+    pub async fn start_as(ns: &Namespace, ingest_base: &str, kubeconfig: &Path) -> Operator {
+        let env = vec![("KUBECONFIG".to_owned(), kubeconfig.display().to_string())];
+        let mut op = Operator::spawn_with(ns, ingest_base, env);
         op.wait_serving(0).await;
         op.wait_leading().await;
         op

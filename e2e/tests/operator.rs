@@ -809,3 +809,136 @@ async fn a_broken_edit_keeps_serving_the_last_valid_generation_until_it_is_fixed
     assert_eq!(send(3).await, 200);
     receiver.wait_for(3, SLOW).await;
 }
+
+/// A kubeconfig for ServiceAccount `account` of `ns`: the control plane's server and CA with
+/// a token of the account instead of the administrator's certificate.
+fn service_account_kubeconfig(
+    ns: &Namespace,
+    account: &str,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let token = ns.kubectl_ok(&["create", "token", account, "--duration", "1h"]);
+    let admin = std::fs::read_to_string(&control_plane().kubeconfig).unwrap();
+    // kube-up writes clusters, users and contexts in this order, one user.
+    let (head, rest) = admin.split_once("users:\n").expect("a users section");
+    let (user, tail) = rest.split_once("contexts:\n").expect("a contexts section");
+    let name = user
+        .lines()
+        .next()
+        .expect("a user")
+        .trim_start_matches("- name: ");
+    let text = format!(
+        "{head}users:\n- name: {name}\n  user:\n    token: {}\ncontexts:\n{tail}",
+        token.trim()
+    );
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The operator runs with nothing but the chart's RBAC for a release that watches one
+/// namespace: Roles there (Secrets: get only), no ClusterRole. It still resolves a referenced
+/// Secret, routes, picks up a rotation and reports a deleted Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_needs_only_the_charts_namespaced_roles() {
+    let ns = Namespace::create("rbac");
+    let rbac = control_plane()
+        .command("helm")
+        .args([
+            "template",
+            "hookstream",
+            "charts/hookstream",
+            "--namespace",
+            &ns.name,
+        ])
+        .args(["--set", &format!("watchNamespaces={{{}}}", ns.name)])
+        .args(["--show-only", "templates/operator/serviceaccount.yaml"])
+        .args(["--show-only", "templates/operator/rbac.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        rbac.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rbac.stderr)
+    );
+    let rbac = String::from_utf8(rbac.stdout).unwrap();
+    assert!(!rbac.contains("kind: ClusterRole"), "{rbac}");
+    ns.apply_ok(&rbac);
+    let account = format!("system:serviceaccount:{}:hookstream-operator", ns.name);
+    let can = |verb: &str, resource: &str, all: bool| {
+        let mut args = vec!["auth", "can-i", verb, resource, "--as", &account];
+        if all {
+            args.push("--all-namespaces");
+        } else {
+            args.extend(["-n", &ns.name]);
+        }
+        control_plane().kubectl(&args).status.success()
+    };
+    assert!(can("get", "secrets", false));
+    assert!(
+        !can("list", "secrets", false),
+        "the operator may list Secrets"
+    );
+    assert!(
+        !can("watch", "secrets", false),
+        "the operator may watch Secrets"
+    );
+    assert!(
+        !can("get", "secrets", true),
+        "the operator may read other namespaces' Secrets"
+    );
+    assert!(!can("list", "sources.hookstream.io", true));
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig(&ns, "hookstream-operator", dir.path());
+    // The kubeconfig really is the ServiceAccount's: listing Secrets is refused.
+    let listed = control_plane()
+        .command("kubectl")
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["get", "secrets", "-n", &ns.name])
+        .output()
+        .unwrap();
+    assert!(!listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stderr).contains("forbidden"));
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&ns, API_KEY).await;
+    let op = Operator::start_as(&ns, &gw.base, &kubeconfig).await;
+    let secret = |value: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{signing: {value}}}\n")
+    };
+    ns.apply_ok(&secret("first-secret"));
+    ns.apply_ok(&route(&receiver, "", "").replace(
+        "kind: Source\nmetadata: {name: in}\nspec: {}",
+        "kind: Source\nmetadata: {name: in}\nspec:\n  verification: {type: hmac-sha256, header: X-Sig, secretRef: {name: creds, key: signing}}",
+    ));
+    wait_ready(&ns, "source", "in", SLOW).await;
+    wait_ready(&ns, "connection", "c", SLOW).await;
+    let url = ingest_url(&gw, &ns, "in");
+    let body = r#"{"order":1}"#;
+    let signed = |secret: &str| format!("sha256={}", hmac_sha256_hex(secret, body));
+    let accepted_within = |secret: &'static str| {
+        let (url, signature) = (url.clone(), signed(secret));
+        async move {
+            let started = Instant::now();
+            while post(&url, body, &[("x-sig", &signature)]).await.0 != 200 {
+                assert!(started.elapsed() < SLOW, "{secret} never verifies");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    accepted_within("first-secret").await;
+    receiver.wait_for(1, SLOW).await;
+
+    ns.apply_ok(&secret("second-secret"));
+    accepted_within("second-secret").await;
+
+    ns.kubectl_ok(&["delete", "secret", "creds"]);
+    let (_, reason, _) = eventually("Source Ready=False", SLOW, || {
+        ready(&ns, "source", "in").filter(|(s, ..)| s == "False")
+    })
+    .await;
+    assert_eq!(reason, "SecretNotFound");
+    let log = op.process.log();
+    assert!(!log.contains("not allowed"), "{log}");
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+}

@@ -1,13 +1,15 @@
 //! The controllers.
 //!
-//! Every object of the five kinds is watched by a kube-runtime `Controller` of its kind; their
-//! caches, plus a cache of Secrets, are the operator's view of the cluster. One compile loop
-//! turns the whole view into a [`Compilation`] whenever anything in it changes (an object, a
-//! deletion, a referenced Secret, the config Secret itself), writes the gateway config Secret,
-//! and publishes the compilation. Publishing re-reconciles every object; a reconcile compares
-//! the status the compilation implies with the object's status and writes only a difference.
-//! So a change anywhere (a Destination created, a Secret rotated) re-reconciles whatever
-//! depends on it, and a reconcile never acts on a compilation older than the object.
+//! Every object of the five kinds is watched by a kube-runtime `Controller` of its kind (one
+//! per watched namespace, or one for all namespaces); their caches, plus the Secrets the
+//! objects reference (fetched by name: see [`crate::secrets`]), are the operator's view of
+//! the cluster. One compile loop turns the whole view into a [`Compilation`] whenever
+//! anything in it changes (an object, a deletion, a referenced Secret, the config Secret
+//! itself), writes the gateway config Secret, and publishes the compilation. Publishing
+//! re-reconciles every object; a reconcile compares the status the compilation implies with
+//! the object's status and writes only a difference. So a change anywhere (a Destination
+//! created, a Secret rotated) re-reconciles whatever depends on it, and a reconcile never acts
+//! on a compilation older than the object.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -15,7 +17,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use hookstream_crds::compiler::{compile_serving, Compilation, LastValid, Objects, Served};
 use hookstream_crds::config::ObjectKey;
 use hookstream_crds::v1alpha1::{
@@ -27,8 +29,8 @@ use k8s_openapi::{ByteString, NamespaceResourceScope};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -36,6 +38,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
+use crate::secrets::{self, SecretCache};
 use crate::status::{self, Verdict};
 
 /// Field manager of everything the operator writes.
@@ -63,19 +66,24 @@ pub struct Options {
     pub ingest_base_url: String,
     /// Name of this replica, for Events.
     pub instance: String,
-    /// Only this namespace's objects (and Secrets) are watched; all namespaces when unset.
-    pub watch_namespace: Option<String>,
+    /// Only these namespaces' objects (and the Secrets they reference) are read; all
+    /// namespaces when empty.
+    pub watch_namespaces: Vec<String>,
     /// Where the gateway's deliveries may connect: Destinations at a denied literal address
     /// are refused.
     pub egress: hookstream_crds::egress::EgressPolicy,
 }
 
 impl Options {
-    fn api<K: Managed>(&self, client: Client) -> Api<K> {
-        match &self.watch_namespace {
-            Some(ns) => Api::namespaced(client, ns),
-            None => Api::all(client),
+    /// One API per watched namespace, or one for all namespaces.
+    fn apis<K: Managed>(&self, client: Client) -> Vec<Api<K>> {
+        if self.watch_namespaces.is_empty() {
+            return vec![Api::all(client)];
         }
+        self.watch_namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
     }
 }
 
@@ -188,12 +196,54 @@ struct Shared {
 }
 
 struct Stores {
-    sources: Store<Source>,
-    destinations: Store<Destination>,
-    connections: Store<Connection>,
-    topics: Store<Topic>,
-    alert_rules: Store<AlertRule>,
-    secrets: Store<Secret>,
+    sources: Cache<Source>,
+    destinations: Cache<Destination>,
+    connections: Cache<Connection>,
+    topics: Cache<Topic>,
+    alert_rules: Cache<AlertRule>,
+    secrets: SecretCache,
+}
+
+impl Stores {
+    /// The Secrets the cached objects reference, those their last valid versions reference
+    /// (an earlier version served while an edit is broken compiles with its own Secrets), and
+    /// the config Secret.
+    fn wanted_secrets(&self, shared: &Shared) -> BTreeSet<ObjectKey> {
+        let (sources, destinations, rules) = (
+            self.sources.state(),
+            self.destinations.state(),
+            self.alert_rules.state(),
+        );
+        let mut wanted = secrets::referenced(
+            sources.iter().map(|o| &**o),
+            destinations.iter().map(|o| &**o),
+            rules.iter().map(|o| &**o),
+        );
+        if let Some(last) = &*shared.last_valid.lock().unwrap_or_else(|p| p.into_inner()) {
+            wanted.extend(secrets::referenced(
+                last.sources.values(),
+                last.destinations.values(),
+                last.alert_rules.values(),
+            ));
+        }
+        wanted.insert(shared.options.config_secret.clone());
+        wanted
+    }
+}
+
+/// The cached objects of one kind: one store per watched namespace.
+struct Cache<K: Managed>(Vec<Store<K>>);
+
+impl<K: Managed> Cache<K> {
+    /// Every cached object, from every store.
+    fn state(&self) -> Vec<Arc<K>> {
+        self.0.iter().flat_map(Store::state).collect()
+    }
+
+    /// Waits until every store holds its namespace's objects.
+    async fn wait_until_ready(&self) {
+        futures::future::join_all(self.0.iter().map(Store::wait_until_ready)).await;
+    }
 }
 
 fn key_of<K: ResourceExt>(object: &K) -> ObjectKey {
@@ -232,43 +282,13 @@ pub async fn run(
     let (topics, run_topics) = controller::<Topic>(&shared, &shutdown);
     let (alert_rules, run_alert_rules) = controller::<AlertRule>(&shared, &shutdown);
 
-    let (secrets, writer) = reflector::store::<Secret>();
-    let watch_namespace = shared.options.watch_namespace.clone();
-    let wake = shared.clone();
-    let mut stop = shutdown.clone();
-    let secret_watch = async move {
-        let stream = reflector::reflector(
-            writer,
-            watcher(
-                match &watch_namespace {
-                    Some(ns) => Api::<Secret>::namespaced(client, ns),
-                    None => Api::<Secret>::all(client),
-                },
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .touched_objects();
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                item = stream.next() => match item {
-                    Some(Ok(_)) => wake.wake.notify_one(),
-                    Some(Err(e)) => warn!(error = %e, "watching Secrets failed; retrying"),
-                    None => return,
-                },
-            }
-        }
-    };
-
     let stores = Stores {
         sources,
         destinations,
         connections,
         topics,
         alert_rules,
-        secrets,
+        secrets: SecretCache::new(client),
     };
     let compiler = compile_loop(shared.clone(), stores, ready, shutdown.clone());
     tokio::join!(
@@ -277,32 +297,38 @@ pub async fn run(
         run_connections,
         run_topics,
         run_alert_rules,
-        secret_watch,
         compiler,
     );
     Ok(())
 }
 
+/// The controllers of kind `K`, one per watched namespace (or one for all), and their caches.
 fn controller<K: Managed>(
     shared: &Arc<Shared>,
     shutdown: &watch::Receiver<bool>,
-) -> (Store<K>, impl std::future::Future<Output = ()>) {
-    let mut stop = shutdown.clone();
-    let api = shared.options.api::<K>(shared.client.clone());
-    let controller = Controller::new(api, watcher::Config::default())
-        .reconcile_all_on(changes(shared.snapshot.subscribe()))
-        .graceful_shutdown_on(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-    let store = controller.store();
-    let run = controller
-        .run(reconcile::<K>, error_policy::<K>, shared.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                debug!(kind = K::KIND, error = %e, "controller");
-            }
-        });
-    (store, run)
+) -> (Cache<K>, impl std::future::Future<Output = ()>) {
+    let mut stores = Vec::new();
+    let mut runs = Vec::new();
+    for api in shared.options.apis::<K>(shared.client.clone()) {
+        let mut stop = shutdown.clone();
+        let controller = Controller::new(api, watcher::Config::default())
+            .reconcile_all_on(changes(shared.snapshot.subscribe()))
+            .graceful_shutdown_on(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        stores.push(controller.store());
+        runs.push(
+            controller
+                .run(reconcile::<K>, error_policy::<K>, shared.clone())
+                .for_each(|result| async move {
+                    if let Err(e) = result {
+                        debug!(kind = K::KIND, error = %e, "controller");
+                    }
+                }),
+        );
+    }
+    let run = futures::future::join_all(runs).map(|_| ());
+    (Cache(stores), run)
 }
 
 /// One item per change of `rx`.
@@ -328,17 +354,27 @@ async fn compile_loop(
             stores.connections.wait_until_ready(),
             stores.topics.wait_until_ready(),
             stores.alert_rules.wait_until_ready(),
-            stores.secrets.wait_until_ready(),
         );
     };
     tokio::select! {
         _ = synced => info!("caches synced"),
         _ = shutdown.wait_for(|s| *s) => return,
     }
+    load_last_valid(&shared, &stores).await;
     let mut done: Option<u64> = None;
     let mut failures = 0u32;
     loop {
-        let fingerprint = fingerprint(&stores, &shared.options.config_secret);
+        // The referenced Secrets are fetched before compiling: a reference compiles as
+        // missing only when its Secret really is.
+        let wanted = stores.wanted_secrets(&shared);
+        if let Err(e) = stores.secrets.refresh(&wanted).await {
+            warn!(error = %e, "cannot read referenced Secrets; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => continue,
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+        let fingerprint = fingerprint(&stores);
         if done != Some(fingerprint) {
             let started = Instant::now();
             match compile_and_write(&shared, &stores).await {
@@ -380,9 +416,33 @@ async fn compile_loop(
     }
 }
 
-/// A hash of every object version the compilation depends on.
-fn fingerprint(stores: &Stores, config_secret: &ObjectKey) -> u64 {
-    fn add<K: Managed>(hasher: &mut Vec<(String, String, String, Option<i64>)>, store: &Store<K>) {
+/// Reads the last valid versions a previous leader kept in the config Secret, so that the
+/// Secrets they reference are fetched before the first compilation. Leaves them unset when
+/// the config Secret cannot be read (the first compilation reads it again).
+async fn load_last_valid(shared: &Shared, stores: &Stores) {
+    let target = &shared.options.config_secret;
+    if let Err(e) = stores
+        .secrets
+        .refresh(&BTreeSet::from([target.clone()]))
+        .await
+    {
+        debug!(error = %e, "cannot read the config Secret yet");
+        return;
+    }
+    let kept = stores
+        .secrets
+        .get(target)
+        .and_then(|s| s.data.as_ref()?.get(LAST_VALID_KEY).map(|v| v.0.clone()))
+        .and_then(|bytes| serde_json::from_slice::<LastValid>(&bytes).ok());
+    if let Some(kept) = kept {
+        let mut last = shared.last_valid.lock().unwrap_or_else(|p| p.into_inner());
+        last.get_or_insert(kept);
+    }
+}
+
+/// A hash of every object and Secret version the compilation depends on.
+fn fingerprint(stores: &Stores) -> u64 {
+    fn add<K: Managed>(hasher: &mut Vec<(String, String, String, Option<i64>)>, store: &Cache<K>) {
         for o in store.state() {
             let meta = o.meta();
             hasher.push((
@@ -399,29 +459,10 @@ fn fingerprint(stores: &Stores, config_secret: &ObjectKey) -> u64 {
     add(&mut all, &stores.connections);
     add(&mut all, &stores.topics);
     add(&mut all, &stores.alert_rules);
-    let namespaces: BTreeSet<&str> = all.iter().map(|(ns, ..)| ns.as_str()).collect();
-    let mut secrets: Vec<(String, String, String)> = stores
-        .secrets
-        .state()
-        .iter()
-        .filter(|s| {
-            let ns = s.namespace().unwrap_or_default();
-            namespaces.contains(ns.as_str())
-                || (ns == config_secret.namespace && s.name_any() == config_secret.name)
-        })
-        .map(|s| {
-            (
-                s.namespace().unwrap_or_default(),
-                s.name_any(),
-                s.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect();
     all.sort_unstable();
-    secrets.sort_unstable();
     let mut hasher = DefaultHasher::new();
     all.hash(&mut hasher);
-    secrets.hash(&mut hasher);
+    stores.secrets.versions().hash(&mut hasher);
     hasher.finish()
 }
 
@@ -431,7 +472,7 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
     let mut seen = Seen::new();
     // Sorted, so that the same objects always compile to the same bytes (the store's order
     // is arbitrary) and an unchanged cluster never rewrites the Secret.
-    fn take<K: Managed>(store: &Store<K>, seen: &mut Seen) -> Vec<K> {
+    fn take<K: Managed>(store: &Cache<K>, seen: &mut Seen) -> Vec<K> {
         let mut all = store.state();
         all.sort_by_key(|o| key_of(&**o));
         all.into_iter()
@@ -453,19 +494,10 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
         egress: shared.options.egress.clone(),
         ..Objects::default()
     };
-    let namespaces: BTreeSet<String> = seen.keys().map(|(_, k)| k.namespace.clone()).collect();
-    objects.secrets = stores
-        .secrets
-        .state()
-        .iter()
-        .filter(|s| namespaces.contains(&s.namespace().unwrap_or_default()))
-        .map(|s| (**s).clone())
-        .collect();
-    objects.secrets.sort_by_key(key_of);
+    // Only referenced Secrets are cached (sorted), and the compiler reads no other.
+    objects.secrets = stores.secrets.present();
     let target = &shared.options.config_secret;
-    let written = stores
-        .secrets
-        .get(&ObjectRef::new(&target.name).within(&target.namespace));
+    let written = stores.secrets.get(target);
     let stored = |key: &str| {
         written
             .as_ref()
@@ -513,13 +545,15 @@ async fn compile_and_write(shared: &Shared, stores: &Stores) -> anyhow::Result<b
             ),
             ..Secret::default()
         };
-        Api::<Secret>::namespaced(shared.client.clone(), &target.namespace)
+        let written = Api::<Secret>::namespaced(shared.client.clone(), &target.namespace)
             .patch(
                 &target.name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&secret),
             )
             .await?;
+        // What was written is the config Secret's content now: not written again next pass.
+        stores.secrets.store(target.clone(), Some(written));
         shared.metrics.config_writes.inc();
         info!(
             sources = compilation.config.sources.len(),

@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod metrics;
+pub mod secrets;
 pub mod server;
 pub mod settings;
 pub mod status;

@@ -79,7 +79,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             config_secret: settings.gateway_config_secret.clone(),
             ingest_base_url: settings.ingest_base_url.clone(),
             instance: identity.clone(),
-            watch_namespace: settings.watch_namespace.clone(),
+            watch_namespaces: settings.watch_namespaces(),
             egress: hookstream_crds::egress::EgressPolicy::new(
                 settings.egress_deny.clone(),
                 settings.egress_allow.clone(),

@@ -25,10 +25,10 @@ pub struct Settings {
         default_value = "0.0.0.0:8081"
     )]
     pub metrics_listen: SocketAddr,
-    /// Watch only this namespace (objects and Secrets), for installs without cluster-wide
-    /// permissions. Default: all namespaces.
-    #[arg(long, env = "HOOKSTREAM_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated), for installs without cluster-wide
+    /// permissions: their objects, and the Secrets those reference. Default: all namespaces.
+    #[arg(long, env = "HOOKSTREAM_WATCH_NAMESPACE", value_delimiter = ',', value_parser = parse_namespace)]
+    pub watch_namespace: Vec<String>,
     /// Namespace of the leader Lease. Default: the config Secret's namespace.
     #[arg(long, env = "HOOKSTREAM_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
@@ -56,6 +56,34 @@ pub struct Settings {
     /// Log as JSON lines (the default in containers) instead of text.
     #[arg(long, env = "HOOKSTREAM_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+}
+
+impl Settings {
+    /// The watched namespaces, each once and sorted; empty for all namespaces.
+    pub fn watch_namespaces(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<&String> = self.watch_namespace.iter().collect();
+        set.into_iter().cloned().collect()
+    }
+}
+
+/// A namespace name: a DNS label (lowercase letters, digits and `-`, at most 63 characters,
+/// starting and ending with a letter or digit).
+fn parse_namespace(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a namespace name (a DNS label, like team-a)"
+        ))
+    }
 }
 
 fn parse_base_url(text: &str) -> Result<String, String> {
@@ -88,5 +116,27 @@ mod tests {
             "http://gw.svc:8080"
         );
         assert!(parse_base_url("gw.svc").is_err());
+    }
+
+    #[test]
+    fn several_namespaces_are_watched_each_once() {
+        let parse = |args: &[&str]| {
+            let base = [
+                "op",
+                "--gateway-config-secret",
+                "ns/gw",
+                "--ingest-base-url",
+                "http://gw",
+            ];
+            Settings::try_parse_from(base.iter().chain(args))
+        };
+        assert!(parse(&[]).unwrap().watch_namespaces().is_empty());
+        let settings = parse(&["--watch-namespace", "team-b, team-a,team-b"]).unwrap();
+        assert_eq!(settings.watch_namespaces(), ["team-a", "team-b"]);
+        let settings = parse(&["--watch-namespace", "a", "--watch-namespace", "b"]).unwrap();
+        assert_eq!(settings.watch_namespaces(), ["a", "b"]);
+        for bad in ["Team", "a_b", "-a", "", "a/b"] {
+            assert!(parse(&["--watch-namespace", bad]).is_err(), "{bad:?}");
+        }
     }
 }

@@ -142,3 +142,67 @@ Ingress host when the Ingress is enabled (https when it has TLS), else the gatew
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The namespaces the operator watches (watchNamespaces), each once, as a YAML list; empty for
+all namespaces. Refuses a name that is not a namespace name.
+*/}}
+{{- define "hookstream.watchNamespaces" -}}
+{{- $out := list -}}
+{{- range (.Values.watchNamespaces | default list) -}}
+{{- $ns := toString . -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" $ns) -}}
+{{- fail (printf "watchNamespaces: %q is not a namespace name (a DNS label, like team-a)" $ns) -}}
+{{- end -}}
+{{- $out = append $out $ns -}}
+{{- end -}}
+{{- $out | uniq | sortAlpha | toYaml -}}
+{{- end -}}
+
+{{/*
+Name of the operator's Role in the release namespace (config Secret and Lease): the operator's
+name, or <name>-config when the release namespace is also watched and holds the watch Role.
+*/}}
+{{- define "hookstream.operator.configRoleName" -}}
+{{- $name := include "hookstream.operator.fullname" . -}}
+{{- $watch := include "hookstream.watchNamespaces" . | fromYamlArray -}}
+{{- if has .Release.Namespace $watch -}}
+{{- printf "%s-config" $name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator may do with hookstream objects and Secrets in the namespaces it watches: read
+and watch the objects, write their status, read a Secret by name (never list or watch: it
+fetches only the Secrets objects reference) and record Events.
+*/}}
+{{- define "hookstream.operator.objectRules" -}}
+- apiGroups: ["hookstream.io"]
+  resources: ["sources", "destinations", "connections", "topics", "alertrules"]
+  verbs: ["get", "list", "watch"]
+# Finalizers are added and removed with a patch of the object's metadata.
+- apiGroups: ["hookstream.io"]
+  resources: ["sources", "destinations", "connections", "topics", "alertrules"]
+  verbs: ["patch"]
+- apiGroups: ["hookstream.io"]
+  resources:
+    - sources/status
+    - destinations/status
+    - connections/status
+    - topics/status
+    - alertrules/status
+  verbs: ["get", "patch", "update"]
+# secretRefs resolve in the referencing object's namespace. get only: Secrets are fetched by
+# the names objects reference, so the operator cannot list a namespace's Secrets.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
