@@ -10,6 +10,7 @@
 mod circuit_sql;
 pub mod model;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 mod unwritten;
 

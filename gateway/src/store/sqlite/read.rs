@@ -5,63 +5,13 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use crate::store::like_escape;
 use crate::store::model::{
-    AttemptListing, AttemptQuery, AttemptRecord, CircuitRow, CounterKey, Counters, DeliveryState,
-    EventListing, EventQuery, NewEvent, QueueDepth, StoredAttempt, StoredEvent, SEARCH_BODY_BYTES,
+    AttemptQuery, CounterKey, Counters, DeliveryState, EventQuery, QueueDepth, SEARCH_BODY_BYTES,
     SEARCH_WINDOW,
 };
-use crate::store::{detail_from, headers_from, like_escape, StoreError};
 
-fn count(r: &SqliteRow, column: &str) -> Result<u32, StoreError> {
-    Ok(u32::try_from(r.try_get::<i64, _>(column)?).unwrap_or(0))
-}
-
-fn event_from(r: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        seq: r.try_get("seq")?,
-        status: r.try_get::<&str, _>("status")?.parse()?,
-        event: NewEvent {
-            id: r.try_get("id")?,
-            namespace: r.try_get("namespace")?,
-            source: r.try_get("source")?,
-            method: r.try_get("method")?,
-            path: r.try_get("path")?,
-            query: r.try_get("query")?,
-            headers: headers_from(r.try_get("headers")?),
-            body: r.try_get::<Vec<u8>, _>("body")?.into(),
-            content_type: r.try_get("content_type")?,
-            source_ip: r.try_get("source_ip")?,
-            received_at: r.try_get("received_at")?,
-            validation_errors: r
-                .try_get::<Option<&str>, _>("validation_errors")?
-                .and_then(|t| serde_json::from_str(t).ok()),
-        },
-    })
-}
-
-fn attempt_from(r: &SqliteRow) -> Result<StoredAttempt, StoreError> {
-    Ok(StoredAttempt {
-        seq: r.try_get("seq")?,
-        delivery_id: r.try_get("delivery_id")?,
-        event_id: r.try_get("event_id")?,
-        namespace: r.try_get("namespace")?,
-        destination: r.try_get("destination")?,
-        route_kind: r.try_get::<&str, _>("route_kind")?.parse()?,
-        route: r.try_get("route")?,
-        record: AttemptRecord {
-            id: r.try_get("id")?,
-            attempt_number: count(r, "attempt_number")?,
-            outcome: r.try_get::<&str, _>("status")?.parse()?,
-            error: r.try_get("error")?,
-            request_headers: headers_from(r.try_get("request_headers")?),
-            detail: detail_from(r.try_get("detail")?)?,
-            latency_ms: r.try_get("latency_ms")?,
-            attempted_at: r.try_get("attempted_at")?,
-            next_retry_at: r.try_get("next_retry_at")?,
-            is_dlq: r.try_get::<i64, _>("is_dlq")? != 0,
-        },
-    })
-}
+crate::store::rows::row_decoders!(SqliteRow);
 
 pub(super) async fn event(pool: &SqlitePool, id: &str) -> Result<Option<StoredEvent>, StoreError> {
     let row = sqlx::query("SELECT * FROM events WHERE id = ?")
@@ -77,42 +27,6 @@ const EVENT_LISTING: &str = "seq, id, namespace, source, method, content_type, r
 /// The columns of an attempt listing: no headers, and of the transport's detail only the
 /// status code.
 const ATTEMPT_LISTING: &str = "seq, id, delivery_id, event_id, namespace, destination, route_kind, route, attempt_number, status, error, latency_ms, attempted_at, next_retry_at, is_dlq, json_extract(detail, '$.status_code') AS status_code";
-
-fn event_listing_from(r: &SqliteRow) -> Result<EventListing, StoreError> {
-    Ok(EventListing {
-        seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        namespace: r.try_get("namespace")?,
-        source: r.try_get("source")?,
-        method: r.try_get("method")?,
-        content_type: r.try_get("content_type")?,
-        received_at: r.try_get("received_at")?,
-        status: r.try_get::<&str, _>("status")?.parse()?,
-    })
-}
-
-fn attempt_listing_from(r: &SqliteRow) -> Result<AttemptListing, StoreError> {
-    Ok(AttemptListing {
-        seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        delivery_id: r.try_get("delivery_id")?,
-        event_id: r.try_get("event_id")?,
-        namespace: r.try_get("namespace")?,
-        destination: r.try_get("destination")?,
-        route_kind: r.try_get::<&str, _>("route_kind")?.parse()?,
-        route: r.try_get("route")?,
-        attempt_number: count(r, "attempt_number")?,
-        outcome: r.try_get::<&str, _>("status")?.parse()?,
-        error: r.try_get("error")?,
-        status_code: r
-            .try_get::<Option<i64>, _>("status_code")?
-            .and_then(|c| u16::try_from(c).ok()),
-        latency_ms: r.try_get("latency_ms")?,
-        attempted_at: r.try_get("attempted_at")?,
-        next_retry_at: r.try_get("next_retry_at")?,
-        is_dlq: r.try_get::<i64, _>("is_dlq")? != 0,
-    })
-}
 
 /// ` AND namespace IN (...)` for a caller's scope (nothing matches an empty scope).
 fn push_scope(qb: &mut QueryBuilder<'_, Sqlite>, namespaces: Option<&Vec<String>>) {
@@ -256,18 +170,6 @@ pub(super) async fn attempt(
 }
 
 /// A circuit from its row.
-fn circuit_from(r: &SqliteRow) -> Result<CircuitRow, StoreError> {
-    Ok(CircuitRow {
-        namespace: r.try_get("namespace")?,
-        destination: r.try_get("destination")?,
-        state: r.try_get::<&str, _>("state")?.parse()?,
-        consecutive_failures: count(r, "consecutive_failures")?,
-        opened_at: r.try_get("opened_at")?,
-        last_failure_at: r.try_get("last_failure_at")?,
-        probe_at: r.try_get("probe_at")?,
-    })
-}
-
 pub(super) async fn circuits(pool: &SqlitePool) -> Result<Vec<CircuitRow>, StoreError> {
     let rows = sqlx::query("SELECT * FROM circuits")
         .fetch_all(pool)
