@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -83,11 +84,19 @@ pub fn canonical(address: IpAddr) -> IpAddr {
     address.to_canonical()
 }
 
+/// [`ALWAYS_DENIED`] parsed once: every connection is checked against it.
+static ALWAYS_DENIED_NETS: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
+    ALWAYS_DENIED
+        .iter()
+        .filter_map(|(range, what)| Some((range.parse().ok()?, *what)))
+        .collect()
+});
+
 fn always_denied(address: IpAddr) -> Option<(IpNet, &'static str)> {
-    ALWAYS_DENIED.iter().find_map(|(range, what)| {
-        let net: IpNet = range.parse().ok()?;
-        net.contains(&address).then_some((net, *what))
-    })
+    ALWAYS_DENIED_NETS
+        .iter()
+        .find(|(net, _)| net.contains(&address))
+        .copied()
 }
 
 fn list(nets: &[IpNet]) -> String {
@@ -137,6 +146,11 @@ mod tests {
 
     fn nets(list: &str) -> Vec<IpNet> {
         list.split(',').map(|n| parse_net(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn every_always_denied_range_parses() {
+        assert_eq!(ALWAYS_DENIED_NETS.len(), ALWAYS_DENIED.len());
     }
 
     #[test]
