@@ -62,6 +62,20 @@ pub struct Objects {
     pub origins: BTreeMap<(String, ObjectKey), String>,
 }
 
+impl Objects {
+    /// Adds the objects of `other` (read from another file) to these; the egress policy
+    /// stays this one's.
+    pub fn append(&mut self, other: Objects) {
+        self.sources.extend(other.sources);
+        self.destinations.extend(other.destinations);
+        self.connections.extend(other.connections);
+        self.topics.extend(other.topics);
+        self.alert_rules.extend(other.alert_rules);
+        self.secrets.extend(other.secrets);
+        self.origins.extend(other.origins);
+    }
+}
+
 /// Why an object was left out. The words are stable: they become condition reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {

@@ -91,21 +91,17 @@ pub fn reload(
         let mut parsed = Objects::default();
         let errors = hookstream_crds::manifest::parse_into(&mut parsed, &origin, &text);
         problems.extend(errors.iter().map(ToString::to_string));
-        let good = if errors.is_empty() {
-            Some(text)
+        if errors.is_empty() {
+            objects.append(parsed);
+            texts.insert(file.clone(), text);
         } else if let Some(previous) = memory.files.get(file) {
             // The objects of a file that no longer parses are served as they last parsed.
             kept += 1;
             problems.push(format!(
                 "{origin}: serving its last readable version until it is fixed"
             ));
-            Some(previous.clone())
-        } else {
-            None
-        };
-        if let Some(good) = good {
-            let _ = hookstream_crds::manifest::parse_into(&mut objects, &origin, &good);
-            texts.insert(file.clone(), good);
+            let _ = hookstream_crds::manifest::parse_into(&mut objects, &origin, previous);
+            texts.insert(file.clone(), previous.clone());
         }
     }
     let served = compiler::compile_serving(&objects, &memory.last_valid);
