@@ -131,9 +131,13 @@ pub enum Rejection {
     },
     /// The event could not be stored.
     Unavailable,
+    /// The request has passed through more gateways than the limit (`X-Hookstream-Hops`).
     LoopDetected {
+        /// The Source.
         source: ObjectKey,
+        /// Hops the request carried.
         hops: u32,
+        /// The gateway's limit.
         limit: u32,
     },
 }
