@@ -423,6 +423,23 @@ impl Gateway {
         gw
     }
 
+    /// [`Gateway::start`] with the credentials of `kubeconfig` instead of the administrator's.
+    pub async fn start_as(ns: &Namespace, api_keys: &str, kubeconfig: &Path) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("hookstream.db").display());
+        let identity = format!("gateway-{}", ns.name);
+        let args = vec![
+            "--namespace".into(),
+            ns.name.clone(),
+            "--identity".into(),
+            identity.clone(),
+        ];
+        let env = vec![("KUBECONFIG".to_owned(), kubeconfig.display().to_string())];
+        let mut gw = Gateway::spawn(dir, ns, api_keys, &db, identity, args, env);
+        gw.wait_serving().await;
+        gw
+    }
+
     /// Starts `n` replicas of a gateway for `ns` sharing the database at `database` (a
     /// PostgreSQL URL, see [`crate::postgres::Database`]), each on a port of its own and named
     /// `gateway-<i>` through `POD_NAME` (with `POD_NAMESPACE`, as a Deployment sets them), and
@@ -505,12 +522,18 @@ pub struct Operator {
 
 impl Operator {
     fn spawn(ns: &Namespace, ingest_base: &str) -> Operator {
-        Operator::spawn_with(ns, ingest_base, Vec::new())
+        Operator::spawn_with(ns, &ns.name, ingest_base, Vec::new())
     }
 
-    /// [`Operator::spawn`] with extra environment variables (which override the control
-    /// plane's, such as `KUBECONFIG`).
-    fn spawn_with(ns: &Namespace, ingest_base: &str, extra: Vec<(String, String)>) -> Operator {
+    /// An operator writing the config Secret of `ns` for the objects of the `watched`
+    /// namespaces (comma-separated), with extra environment variables (which override the
+    /// control plane's, such as `KUBECONFIG`).
+    fn spawn_with(
+        ns: &Namespace,
+        watched: &str,
+        ingest_base: &str,
+        extra: Vec<(String, String)>,
+    ) -> Operator {
         let dir = tempfile::tempdir().unwrap();
         let command = vec![
             binary("hookstream-operator").display().to_string(),
@@ -519,7 +542,7 @@ impl Operator {
             "--ingest-base-url".into(),
             ingest_base.to_owned(),
             "--watch-namespace".into(),
-            ns.name.clone(),
+            watched.to_owned(),
             "--metrics-listen".into(),
             "127.0.0.1:0".into(),
         ];
@@ -553,7 +576,24 @@ impl Operator {
     /// [`Operator::start`] with the credentials of `kubeconfig` instead of the administrator's.
     pub async fn start_as(ns: &Namespace, ingest_base: &str, kubeconfig: &Path) -> Operator {
         let env = vec![("KUBECONFIG".to_owned(), kubeconfig.display().to_string())];
-        let mut op = Operator::spawn_with(ns, ingest_base, env);
+        let mut op = Operator::spawn_with(ns, &ns.name, ingest_base, env);
+        op.wait_serving(0).await;
+        op.wait_leading().await;
+        op
+    }
+
+    /// [`Operator::start`] for the objects of `ns` and of `others` too, all routed by the
+    /// gateway that reads the config Secret of `ns`.
+    pub async fn start_watching(
+        ns: &Namespace,
+        others: &[&Namespace],
+        ingest_base: &str,
+    ) -> Operator {
+        let watched: Vec<&str> = std::iter::once(ns)
+            .chain(others.iter().copied())
+            .map(|n| n.name.as_str())
+            .collect();
+        let mut op = Operator::spawn_with(ns, &watched.join(","), ingest_base, Vec::new());
         op.wait_serving(0).await;
         op.wait_leading().await;
         op

@@ -942,3 +942,176 @@ async fn the_operator_needs_only_the_charts_namespaced_roles() {
     assert!(!log.contains("not allowed"), "{log}");
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");
 }
+
+/// A request to the gateway's API with `Authorization: Bearer <token>`.
+async fn api_with_token(gw: &Gateway, method: &str, path: &str, token: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{}{path}", gw.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The ids of the listed events (`/v1/events`) with the namespace of each, or of the listed
+/// attempts (`/v1/delivery-attempts`) with their destination (`namespace/name`).
+fn listed(body: &Value, field: &str) -> Vec<(String, String)> {
+    body[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {field} in {body}"))
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["namespace"]
+                    .as_str()
+                    .or(e["destination_id"].as_str())
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// In-cluster callers use ordinary RBAC: the gateway checks a ServiceAccount token with
+/// TokenReview and asks SubjectAccessReview about each namespace. Bound to the chart's view
+/// role in one namespace, a ServiceAccount reads that namespace's events and attempts, is told
+/// that another namespace's do not exist, and may not retry; bound to the edit role it may.
+/// A forged token is refused, and an unbound account sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_reads_its_own_namespace_through_rbac_and_nothing_else() {
+    let shop = Namespace::create("sa-shop");
+    let other = Namespace::create("sa-other");
+    // The chart's roles for users, and the gateway's ServiceAccount and RBAC: the gateway runs
+    // with nothing more than the chart grants it.
+    let chart = control_plane()
+        .command("helm")
+        .args([
+            "template",
+            "hookstream",
+            "charts/hookstream",
+            "--namespace",
+            &shop.name,
+        ])
+        .args(["--show-only", "templates/user-roles.yaml"])
+        .args(["--show-only", "templates/gateway/serviceaccount.yaml"])
+        .args(["--show-only", "templates/gateway/rbac.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        chart.status.success(),
+        "{}",
+        String::from_utf8_lossy(&chart.stderr)
+    );
+    shop.apply_ok(&String::from_utf8(chart.stdout).unwrap());
+    shop.apply_ok(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: reader}\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: fixer}\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: nobody}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: reader}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hookstream-view}\n\
+         subjects: [{kind: ServiceAccount, name: reader}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: fixer}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hookstream-edit}\n\
+         subjects: [{kind: ServiceAccount, name: fixer}]\n",
+    );
+    let token = |account: &str| {
+        shop.kubectl_ok(&["create", "token", account, "--duration", "1h"])
+            .trim()
+            .to_owned()
+    };
+    let (reader, fixer, nobody) = (token("reader"), token("fixer"), token("nobody"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let gateway_account = service_account_kubeconfig(&shop, "hookstream-gateway", dir.path());
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start_as(&shop, API_KEY, &gateway_account).await;
+    let _op = Operator::start_watching(&shop, &[&other], &gw.base).await;
+    for ns in [&shop, &other] {
+        ns.apply_ok(&route(&receiver, "", ""));
+        wait_ready(ns, "connection", "c", SLOW).await;
+    }
+    for ns in [&shop, &other] {
+        let url = ingest_url(&gw, ns, "in");
+        let started = Instant::now();
+        while post(&url, &format!(r#"{{"from":"{}"}}"#, ns.name), &[])
+            .await
+            .0
+            != 200
+        {
+            assert!(started.elapsed() < SLOW, "{url} never accepts");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    receiver.wait_for(2, SLOW).await;
+    let (status, all) = api_get(&gw, "/v1/events", API_KEY).await;
+    assert_eq!(status, 200, "{all}");
+    let all = listed(&all, "events");
+    let id_in = |ns: &Namespace| {
+        all.iter()
+            .find(|(_, n)| *n == ns.name)
+            .unwrap_or_else(|| panic!("no event of {} in {all:?}", ns.name))
+            .0
+            .clone()
+    };
+    let (shop_event, other_event) = (id_in(&shop), id_in(&other));
+
+    // The view role in `shop`: its events and attempts, nothing of `other`.
+    let (status, events) = api_with_token(&gw, "GET", "/v1/events", &reader).await;
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(
+        listed(&events, "events"),
+        vec![(shop_event.clone(), shop.name.clone())]
+    );
+    let (status, attempts) = api_with_token(&gw, "GET", "/v1/delivery-attempts", &reader).await;
+    assert_eq!(status, 200, "{attempts}");
+    let attempts = listed(&attempts, "delivery_attempts");
+    assert!(!attempts.is_empty());
+    let own = format!("{}/out", shop.name);
+    assert!(attempts.iter().all(|(_, d)| *d == own), "{attempts:?}");
+    let path = |id: &str| format!("/v1/events/{id}");
+    assert_eq!(
+        api_with_token(&gw, "GET", &path(&shop_event), &reader)
+            .await
+            .0,
+        200
+    );
+    let (status, refused) = api_with_token(&gw, "GET", &path(&other_event), &reader).await;
+    assert_eq!(status, 404, "{refused}");
+    // Told exactly what a missing event is told.
+    assert_eq!(refused["error"], format!("event {other_event} not found"));
+    let circuit = format!("/v1/destinations/{}/out/circuit", other.name);
+    assert_eq!(api_with_token(&gw, "GET", &circuit, &reader).await.0, 404);
+
+    // Retrying needs update on destinations: the view role has not, the edit role has.
+    let retry = format!("/v1/events/{shop_event}/retry");
+    assert_eq!(api_with_token(&gw, "POST", &retry, &reader).await.0, 404);
+    let (status, retried) = api_with_token(&gw, "POST", &retry, &fixer).await;
+    assert!(status == 200 || status == 202, "{status} {retried}");
+    receiver.wait_for(3, SLOW).await;
+    let other_retry = format!("/v1/events/{other_event}/retry");
+    assert_eq!(
+        api_with_token(&gw, "POST", &other_retry, &fixer).await.0,
+        404
+    );
+
+    // An account without a binding sees nothing; a forged token is not a caller at all.
+    let (status, none) = api_with_token(&gw, "GET", "/v1/events", &nobody).await;
+    assert_eq!(status, 200, "{none}");
+    assert!(listed(&none, "events").is_empty(), "{none}");
+    // One signature character changed (not the last, whose low bits base64 ignores).
+    let at = reader.len() - 10;
+    let swapped = if &reader[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{swapped}{}", &reader[..at], &reader[at + 1..]);
+    let (status, body) = api_with_token(&gw, "GET", "/v1/events", &forged).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.to_string().contains("bearer token"), "{body}");
+
+    let log = gw.process.log();
+    for secret in [&reader, &fixer, &nobody, &forged] {
+        assert!(!log.contains(secret.as_str()), "a token was logged");
+    }
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+}

@@ -6,9 +6,17 @@
 //! those in the manifests folder). Every value of such a Secret that is a well-formed key is
 //! a key; the annotation `hookstream.io/namespaces: "shop,billing"` limits the Secret's keys
 //! to those namespaces. Keys and their values never reach a log, a metric or an answer.
+//!
+//! In a cluster a caller may instead present a Kubernetes ServiceAccount token: a
+//! [`TokenAuthority`] says who it is (TokenReview) and, per [`Action`], in which namespaces it
+//! may act (SubjectAccessReview on the hookstream resources of each namespace), so ordinary
+//! RBAC decides what in-cluster services and people see. Either way a handler gets a
+//! [`Scope`] for what it does, and anything outside it is answered as if it did not exist.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
+
+use futures::future::BoxFuture;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -70,6 +78,104 @@ impl Scope {
                 Scope::Namespaces(Arc::new(a.union(b).cloned().collect()))
             }
             _ => Scope::All,
+        }
+    }
+}
+
+/// What a request does, in Kubernetes RBAC terms: a verb on a resource of `hookstream.io`,
+/// checked in the namespace of each object it touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Action {
+    /// RBAC verb.
+    pub verb: &'static str,
+    /// Resource (plural) of the `hookstream.io` group.
+    pub resource: &'static str,
+}
+
+impl Action {
+    /// Reading events (lists, details, search): `get` on `sources`.
+    pub const READ_EVENTS: Action = Action {
+        verb: "get",
+        resource: "sources",
+    };
+    /// Reading delivery attempts and circuits, and hearing deliveries on `/v1/ws`: `get` on
+    /// `destinations`.
+    pub const READ_DELIVERIES: Action = Action {
+        verb: "get",
+        resource: "destinations",
+    };
+    /// Retrying an event or an attempt, resetting a circuit: `update` on `destinations`.
+    pub const OPERATE_DELIVERIES: Action = Action {
+        verb: "update",
+        resource: "destinations",
+    };
+    /// Publishing to a topic: `create` on `topics`.
+    pub const PUBLISH: Action = Action {
+        verb: "create",
+        resource: "topics",
+    };
+}
+
+/// Who a ServiceAccount (or other) token belongs to, as TokenReview tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// User name (`system:serviceaccount:NS:NAME` for a ServiceAccount).
+    pub username: String,
+    /// User id.
+    pub uid: Option<String>,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Extra attributes, passed on to SubjectAccessReview as they came.
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// The Kubernetes API could not be asked (unreachable, or the gateway lacks the RBAC to create
+/// reviews); the message says which, never the token.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// Checks bearer tokens: who they are, and where they may do what.
+pub trait TokenAuthority: Send + Sync + 'static {
+    /// The identity of `token`, or `None` when the token is not valid (expired, forged,
+    /// revoked, or for another audience).
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Arc<Identity>>, Unavailable>>;
+
+    /// The namespaces in which `identity` may do `action` (every namespace when a cluster-wide
+    /// binding allows it).
+    fn scope<'a>(
+        &'a self,
+        identity: &'a Identity,
+        action: Action,
+    ) -> BoxFuture<'a, Result<Scope, Unavailable>>;
+}
+
+/// An authenticated caller of the management API.
+#[derive(Clone)]
+pub enum Caller {
+    /// An API key, with the namespaces it sees whatever it does.
+    Key(Scope),
+    /// A token's identity, authorized per action by its authority.
+    Account {
+        /// Who.
+        identity: Arc<Identity>,
+        /// Who decides.
+        authority: Arc<dyn TokenAuthority>,
+    },
+}
+
+impl Caller {
+    /// Where this caller may do `action`.
+    pub async fn scope(&self, action: Action) -> Result<Scope, Unavailable> {
+        match self {
+            Caller::Key(scope) => Ok(scope.clone()),
+            Caller::Account {
+                identity,
+                authority,
+            } => authority.scope(identity, action).await,
         }
     }
 }
@@ -159,14 +265,16 @@ pub fn hash_if_valid(key: &str) -> Option<[u8; 32]> {
     well_formed(key).then(|| hash(key))
 }
 
-fn well_formed(key: &str) -> bool {
+/// Whether `value` has the form of an API key (rather than a token).
+pub fn well_formed(key: &str) -> bool {
     let rest = key
         .strip_prefix("hs_live_")
         .or_else(|| key.strip_prefix("hs_test_"));
     rest.is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn hash(key: &str) -> [u8; 32] {
+/// SHA-256 of `value` (how keys and tokens are remembered).
+pub fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 

@@ -80,6 +80,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             &shutdown_rx,
         )
     });
+    let tokens = cluster.as_ref().map(|cluster| {
+        Arc::new(crate::cluster::tokens::Reviewer::new(
+            cluster.client.clone(),
+            config_rx.clone(),
+        )) as Arc<dyn crate::access::TokenAuthority>
+    });
     let app = Arc::new(App {
         config: config_rx,
         store: store.clone(),
@@ -106,7 +112,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let open_connections = app.metrics.open_connections.clone();
     crate::listen::serve(
         listener,
-        crate::http::router(app, keys),
+        crate::http::router(app, keys, tokens),
         connection_limits(&settings),
         open_connections,
         hookstream_common::shutdown_signal(),

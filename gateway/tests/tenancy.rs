@@ -257,6 +257,50 @@ async fn a_key_scoped_to_namespaces_sees_only_them_and_the_rest_is_not_found() {
     assert!(!gw.log().contains("5555555555"), "a key reached the log");
 }
 
+/// A key works as `Authorization: Bearer` too, with its scope; any other bearer token is
+/// refused by a gateway outside a cluster (only a cluster's API server can review it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_as_a_bearer_token_keeps_its_scope_and_other_tokens_are_refused() {
+    let receiver = Receiver::start().await;
+    let mut manifests = String::new();
+    for ns in ["shop", "ops"] {
+        manifests.push_str(&namespace_objects(ns, &receiver.url.clone()));
+    }
+    let gw =
+        Gateway::start_with_files(&[("routes.yaml", &manifests), ("keys.yaml", KEY_SECRETS)]).await;
+    let shop = ingest_id(&gw, "shop", r#"{"order":1}"#).await;
+    let ops = ingest_id(&gw, "ops", r#"{"page":1}"#).await;
+    let bearer = |token: &str, path: &str| {
+        reqwest::Client::new()
+            .get(format!("{}{path}", gw.base))
+            .bearer_auth(token)
+            .send()
+    };
+    let r = bearer(SHOP_KEY, "/v1/events").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(listed(&body, "events", "id"), HashSet::from([shop]));
+    let r = bearer(SHOP_KEY, &format!("/v1/events/{ops}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDpib3QifQ.c2ln";
+    let r = bearer(jwt, "/v1/events").await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("only by a gateway running in a cluster"),
+        "{body}"
+    );
+    let r = bearer(&SHOP_KEY.replace('5', "6"), "/v1/events")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_key_secret_from_the_manifests_revokes_its_key() {
     let gw = Gateway::start_with_files(&[

@@ -1,11 +1,12 @@
 //! The gateway in a Kubernetes cluster: routing config from the operator's Secret, API keys
-//! from labelled Secrets, runtime status written back onto Sources and Destinations, and
-//! circuit resets through an annotation.
+//! from labelled Secrets, ServiceAccount tokens for the management API, runtime status written
+//! back onto Sources and Destinations, and circuit resets through an annotation.
 
 pub mod config;
 pub mod keys;
 pub mod reset;
 pub mod status;
+pub mod tokens;
 
 use hookstream_crds::config::ObjectKey;
 use kube::Client;

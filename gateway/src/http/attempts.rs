@@ -4,7 +4,6 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Extension;
 use axum::Json;
 use hookstream_common::api::{
     AttemptDetail as AttemptBody, AttemptList, AttemptRetry, AttemptSummary, RetriedAttempt,
@@ -12,6 +11,7 @@ use hookstream_common::api::{
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::auth::{Allowed, OperateDeliveries, ReadDeliveries};
 use super::error::ApiError;
 use super::page::{self, object_id, Page};
 use crate::access::Scope;
@@ -101,7 +101,7 @@ pub(super) struct AttemptParams {
 
 pub(super) async fn list(
     State(app): State<AppState>,
-    Extension(scope): Extension<Scope>,
+    Allowed(scope, _): Allowed<ReadDeliveries>,
     Query(p): Query<AttemptParams>,
 ) -> Result<Json<AttemptList>, ApiError> {
     let limit = page::limit(p.limit.as_deref())?;
@@ -150,7 +150,7 @@ async fn find(app: &AppState, scope: &Scope, id: &str) -> Result<StoredAttempt, 
 
 pub(super) async fn get(
     State(app): State<AppState>,
-    Extension(scope): Extension<Scope>,
+    Allowed(scope, _): Allowed<ReadDeliveries>,
     Path(id): Path<String>,
 ) -> Result<Json<AttemptBody>, ApiError> {
     Ok(Json(attempt_detail(&find(&app, &scope, &id).await?)))
@@ -158,7 +158,7 @@ pub(super) async fn get(
 
 pub(super) async fn retry(
     State(app): State<AppState>,
-    Extension(scope): Extension<Scope>,
+    Allowed(scope, _): Allowed<OperateDeliveries>,
     Path(id): Path<String>,
 ) -> Result<Json<AttemptRetry>, ApiError> {
     let attempt = find(&app, &scope, &id).await?;

@@ -3,11 +3,11 @@
 //! that does not exist.
 
 use axum::extract::{Path, State};
-use axum::Extension;
 use axum::Json;
 use hookstream_common::api::Circuit;
 use hookstream_crds::config::ObjectKey;
 
+use super::auth::{Allowed, OperateDeliveries, ReadDeliveries};
 use super::error::ApiError;
 use crate::access::Scope;
 use crate::app::AppState;
@@ -40,7 +40,7 @@ fn known_destination(
 
 pub(super) async fn get(
     State(app): State<AppState>,
-    Extension(scope): Extension<Scope>,
+    Allowed(scope, _): Allowed<ReadDeliveries>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Circuit>, ApiError> {
     let key = known_destination(&app, &scope, namespace, name)?;
@@ -52,7 +52,7 @@ pub(super) async fn get(
 
 pub(super) async fn reset(
     State(app): State<AppState>,
-    Extension(scope): Extension<Scope>,
+    Allowed(scope, _): Allowed<OperateDeliveries>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Circuit>, ApiError> {
     let key = known_destination(&app, &scope, namespace, name)?;

@@ -4,7 +4,6 @@
 //! them is answered exactly like one that does not exist.
 
 use axum::extract::{Path, Query, State};
-use axum::Extension;
 use axum::Json;
 use base64::Engine as _;
 use hookstream_common::api::{EventDetail, EventList, EventRetry, EventSummary, RetriedDelivery};
@@ -12,6 +11,7 @@ use hookstream_crds::config::ObjectKey;
 use serde::Deserialize;
 
 use super::attempts::{attempt_summary, shown_headers};
+use super::auth::{Allowed, OperateDeliveries, ReadEvents};
 use super::error::ApiError;
 use super::page::{self, object_id, Page};
 use crate::access::Scope;
@@ -61,7 +61,7 @@ fn status_filter(status: Option<&str>) -> Result<Option<EventStatus>, ApiError> 
 
 pub(super) async fn list(
     State(app): State<AppState>,
-    Extension(scope): Extension<Scope>,
+    Allowed(scope, _): Allowed<ReadEvents>,
     Query(p): Query<EventParams>,
 ) -> Result<Json<EventList>, ApiError> {
     let limit = page::limit(p.limit.as_deref())?;
@@ -98,7 +98,7 @@ async fn find(app: &AppState, scope: &Scope, id: &str) -> Result<StoredEvent, Ap
 
 pub(super) async fn get(
     State(app): State<AppState>,
-    Extension(scope): Extension<Scope>,
+    Allowed(scope, _): Allowed<ReadEvents>,
     Path(id): Path<String>,
 ) -> Result<Json<EventDetail>, ApiError> {
     let stored = find(&app, &scope, &id).await?;
@@ -123,7 +123,7 @@ pub(super) async fn get(
 
 pub(super) async fn retry(
     State(app): State<AppState>,
-    Extension(scope): Extension<Scope>,
+    Allowed(scope, _): Allowed<OperateDeliveries>,
     Path(id): Path<String>,
 ) -> Result<Json<EventRetry>, ApiError> {
     let stored = find(&app, &scope, &id).await?;

@@ -5,14 +5,13 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum::Json;
 use hookstream_common::api::{Ingested, Published};
 use hookstream_crds::config::ObjectKey;
 use http::StatusCode;
 
+use super::auth::{Allowed, Publish};
 use super::error::ApiError;
-use crate::access::Scope;
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::ingest::{self, Accepted, Incoming, Rejection, TOPIC_PREFIX};
@@ -66,7 +65,7 @@ pub(super) async fn ingest(
 /// Events published to a Topic are listed with the source `topic:{name}`.
 pub(super) async fn publish(
     State(app): State<AppState>,
-    Extension(scope): Extension<Scope>,
+    Allowed(scope, _): Allowed<Publish>,
     Path((namespace, topic)): Path<(String, String)>,
     incoming: Incoming,
 ) -> Response {

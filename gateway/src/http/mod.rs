@@ -1,8 +1,8 @@
 //! The HTTP surface: the router and one module per API area. Handlers are thin: they parse
 //! the request, call ingest, the store or delivery, and answer with the typed bodies of
 //! `hookstream_common::api`. Ingest, health, readiness and metrics are public; everything
-//! else under `/v1/` needs an `X-API-Key`, and sees only the namespaces of its key's
-//! [`crate::access::Scope`].
+//! else under `/v1/` needs an `X-API-Key` (or, in a cluster, a ServiceAccount token), and sees
+//! only the namespaces of its [`crate::access::Scope`] for what it does.
 
 mod attempts;
 pub mod auth;
@@ -50,9 +50,14 @@ fn api() -> Router<AppState> {
 
 /// The router: ingest (public), health and metrics (public), the API (keyed). The only API
 /// route that reads a body, publish, reads it through ingest and its body read timeout.
-pub fn router(app: AppState, keys: ApiKeys) -> Router {
+pub fn router(
+    app: AppState,
+    keys: ApiKeys,
+    tokens: Option<std::sync::Arc<dyn crate::access::TokenAuthority>>,
+) -> Router {
     let auth = ApiAuth::new(
         keys,
+        tokens,
         app.ingest.trusted_proxies.clone(),
         app.metrics.clone(),
     );

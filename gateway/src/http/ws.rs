@@ -8,12 +8,12 @@
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use axum::Extension;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::auth::{Allowed, ReadDeliveries};
 use crate::access::Scope;
 use crate::app::AppState;
 use crate::delivery::provider::websocket::{Hub, Outgoing, CONNECTION_QUEUE};
@@ -32,7 +32,7 @@ struct ClientMessage {
 
 pub(super) async fn upgrade(
     State(app): State<AppState>,
-    Extension(scope): Extension<Scope>,
+    Allowed(scope, _): Allowed<ReadDeliveries>,
     ws: WebSocketUpgrade,
 ) -> Response {
     let hub = app.hub.clone();
