@@ -206,6 +206,13 @@ pub struct AttemptDetail {
     /// True when the response body was longer than `response_body` (the rest was not read).
     #[serde(default)]
     pub response_body_truncated: bool,
+    /// What a queue, stream or cloud destination returned, tagged by `type`: `sqs`
+    /// (`message_id`, `sequence_number`), `s3` (`bucket`, `key`, `etag`, `version_id`),
+    /// `eventbridge` (`entry_id`, `error_code`), `pubsub` (`message_id`), `kafka` (`topic`,
+    /// `partition`, `offset`), `rabbitmq` (`exchange`, `routing_key`), `websocket`
+    /// (`channel`, `clients`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_result: Option<Value>,
 }
 
 /// `POST /v1/delivery-attempts/{id}/retry`.

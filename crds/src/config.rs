@@ -16,6 +16,10 @@ use base64::Engine as _;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::broker::{
+    AwsConfig, AwsCredentials, EventbridgeConfig, KafkaConfig, KafkaSasl, PayloadValue,
+    PubsubConfig, RabbitmqConfig, S3Config, SqsConfig,
+};
 use crate::v1alpha1::{
     Backoff, DedupStrategy, DestinationType, Filter, SchemaAction, SignatureEncoding,
     SigningAlgorithm, SigningScheme, VerificationType,
@@ -219,6 +223,24 @@ pub struct DestinationConfig {
     /// WebSocket settings, for `websocket`.
     #[serde(default)]
     pub websocket: Option<WebsocketConfig>,
+    /// SQS settings, for `sqs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqs: Option<SqsConfig>,
+    /// S3 settings, for `s3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+    /// EventBridge settings, for `eventbridge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eventbridge: Option<EventbridgeConfig>,
+    /// Pub/Sub settings, for `pubsub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pubsub: Option<PubsubConfig>,
+    /// Kafka settings, for `kafka`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaConfig>,
+    /// RabbitMQ settings, for `rabbitmq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<RabbitmqConfig>,
     /// Outbound signing.
     pub signing: Option<SigningConfig>,
     /// Retry policy with defaults applied.
@@ -238,6 +260,26 @@ pub struct DestinationConfig {
     /// Most deliveries per second, across the gateway.
     #[serde(default)]
     pub rate_limit: Option<u32>,
+}
+
+/// Time limit of an attempt of a type without one of its own (websocket).
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+impl DestinationConfig {
+    /// The time limit of one attempt, from the settings of the Destination's type.
+    pub fn timeout_ms(&self) -> u64 {
+        let of_type = match self.kind {
+            DestinationType::Http => self.http.as_ref().map(|c| c.timeout_ms),
+            DestinationType::Sqs => self.sqs.as_ref().map(|c| c.timeout_ms),
+            DestinationType::S3 => self.s3.as_ref().map(|c| c.timeout_ms),
+            DestinationType::Eventbridge => self.eventbridge.as_ref().map(|c| c.timeout_ms),
+            DestinationType::Pubsub => self.pubsub.as_ref().map(|c| c.timeout_ms),
+            DestinationType::Kafka => self.kafka.as_ref().map(|c| c.timeout_ms),
+            DestinationType::Rabbitmq => self.rabbitmq.as_ref().map(|c| c.timeout_ms),
+            DestinationType::Websocket => None,
+        };
+        of_type.unwrap_or(DEFAULT_TIMEOUT_MS)
+    }
 }
 
 /// Deliveries in flight at once to a Destination that sets no `concurrency`.

@@ -6,6 +6,7 @@
 //! [`config::GatewayConfig`]. It does no I/O: reading manifests, talking to the API server and
 //! serving traffic belong to the gateway and the operator.
 
+pub mod broker;
 pub mod compiler;
 pub mod config;
 pub mod crdgen;

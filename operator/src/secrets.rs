@@ -198,11 +198,16 @@ pub fn referenced<'a>(
             .signing
             .iter()
             .flat_map(|s| std::iter::once(&s.secret_ref).chain(&s.secret_refs));
-        add(
-            &mut out,
-            destination,
-            spec.credentials_ref.iter().chain(http).chain(signing),
-        );
+        let kafka_ca = spec
+            .kafka
+            .iter()
+            .filter_map(|k| k.tls.as_ref()?.ca_secret_ref.as_ref());
+        add(&mut out, destination, http.chain(signing).chain(kafka_ca));
+        // The credentials Secret is read whole (the broker types read fixed keys).
+        if let Some(reference) = &spec.credentials_ref {
+            let namespace = destination.namespace().unwrap_or_default();
+            out.insert(ObjectKey::new(namespace, reference.name.clone()));
+        }
     }
     for rule in alert_rules {
         let refs = rule

@@ -24,7 +24,7 @@ pub const MAX_RETRIES: u32 = 20;
 const DEFAULT_MAX_RETRIES: u32 = 5;
 const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
 const DEFAULT_COOLDOWN: &str = "60s";
-const DEFAULT_TIMEOUT_SECONDS: u32 = 30;
+pub(super) const DEFAULT_TIMEOUT_SECONDS: u32 = 30;
 const DEFAULT_SIGNING_HEADER: &str = "X-Hookstream-Signature";
 
 pub(super) fn compile_destination(
@@ -44,19 +44,9 @@ pub(super) fn compile_destination(
         (spec.type_ == DestinationType::Websocket).then(|| compile_websocket(ctx, spec));
     let mut http = match spec.type_ {
         DestinationType::Http => compile_http(ctx, spec.http.as_ref().or(default_http.as_ref())),
-        DestinationType::Websocket => None,
-        other => {
-            ctx.error(
-                "spec.type",
-                Reason::Unsupported,
-                format!(
-                    "destination type {:?} is not supported by this gateway yet; use http",
-                    other.as_str()
-                ),
-            );
-            None
-        }
+        _ => None,
     };
+    let brokers = super::broker::compile(ctx, spec);
     let signing = spec.signing.as_ref().and_then(|s| compile_signing(ctx, s));
     let retry = compile_retry(ctx, spec.retry.clone().unwrap_or_default());
     let circuit = compile_circuit(ctx, spec.circuit_breaker.clone().unwrap_or_default());
@@ -68,6 +58,12 @@ pub(super) fn compile_destination(
         kind: spec.type_,
         http,
         websocket,
+        sqs: brokers.sqs,
+        s3: brokers.s3,
+        eventbridge: brokers.eventbridge,
+        pubsub: brokers.pubsub,
+        kafka: brokers.kafka,
+        rabbitmq: brokers.rabbitmq,
         signing,
         retry,
         payload_transform,
@@ -364,8 +360,18 @@ fn apply_template(
             ctx.error("spec.credentialsRef", Reason::InvalidSpec, message);
             None
         }
+        (_, Some(reference)) if reference.key.is_none() => {
+            let message = format!(
+                "credentialsRef.key is required for template {}: name the Secret key with the {} credential",
+                p.id.as_str(),
+                p.name
+            );
+            ctx.error("spec.credentialsRef", Reason::InvalidSpec, message);
+            None
+        }
         (Credential::Header(name), Some(reference)) => {
-            if let Some(value) = ctx.secret("spec.credentialsRef", reference) {
+            let reference = key_ref(reference);
+            if let Some(value) = ctx.secret("spec.credentialsRef", &reference) {
                 if let Some(h) = http.as_mut() {
                     h.secret_headers.push((name.to_owned(), SecretValue(value)));
                 }
@@ -373,8 +379,16 @@ fn apply_template(
             None
         }
         (Credential::Binding, Some(reference)) => ctx
-            .secret("spec.credentialsRef", reference)
+            .secret("spec.credentialsRef", &key_ref(reference))
             .map(SecretValue),
+    }
+}
+
+/// A template's `credentialsRef` (its key checked present) as a reference to one key.
+fn key_ref(reference: &crate::v1alpha1::CredentialsRef) -> crate::v1alpha1::SecretKeyRef {
+    crate::v1alpha1::SecretKeyRef {
+        name: reference.name.clone(),
+        key: reference.key.clone().unwrap_or_default(),
     }
 }
 

@@ -28,6 +28,7 @@ use crate::v1alpha1::{
 };
 
 mod alert_rule;
+mod broker;
 mod connection;
 mod destination;
 mod serving;
@@ -397,6 +398,14 @@ impl<'a> Ctx<'a> {
             self.kind, self.key
         );
         self.error("metadata.name", Reason::DuplicateName, message);
+    }
+
+    /// Whether the referenced Secret exists and has the key (for optional keys).
+    fn secret_has_key(&self, reference: &SecretKeyRef) -> bool {
+        let key = ObjectKey::new(self.key.namespace.clone(), reference.name.clone());
+        self.secrets
+            .get(&key)
+            .is_some_and(|data| data.contains_key(&reference.key))
     }
 
     fn secret(&mut self, field: &str, reference: &SecretKeyRef) -> Option<Vec<u8>> {

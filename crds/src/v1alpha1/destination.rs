@@ -64,6 +64,58 @@ use super::common::SecretKeyRef;
     {
         "rule": "!has(self.websocket) || self.type == 'websocket'",
         "message": "spec.websocket is only used when spec.type is websocket"
+    },
+    {
+        "rule": "!has(self.template) || !has(self.credentialsRef) || has(self.credentialsRef.key)",
+        "message": "spec.credentialsRef.key is required with a template: name the Secret key holding the credential"
+    },
+    {
+        "rule": "self.type != 'sqs' || has(self.sqs)",
+        "message": "spec.sqs is required when spec.type is sqs: set spec.sqs.queueUrl and spec.sqs.region"
+    },
+    {
+        "rule": "!has(self.sqs) || self.type == 'sqs'",
+        "message": "spec.sqs is only used when spec.type is sqs"
+    },
+    {
+        "rule": "self.type != 's3' || has(self.s3)",
+        "message": "spec.s3 is required when spec.type is s3: set spec.s3.bucket and spec.s3.region"
+    },
+    {
+        "rule": "!has(self.s3) || self.type == 's3'",
+        "message": "spec.s3 is only used when spec.type is s3"
+    },
+    {
+        "rule": "self.type != 'eventbridge' || has(self.eventbridge)",
+        "message": "spec.eventbridge is required when spec.type is eventbridge: set spec.eventbridge.region (the bus defaults to default)"
+    },
+    {
+        "rule": "!has(self.eventbridge) || self.type == 'eventbridge'",
+        "message": "spec.eventbridge is only used when spec.type is eventbridge"
+    },
+    {
+        "rule": "self.type != 'pubsub' || has(self.pubsub)",
+        "message": "spec.pubsub is required when spec.type is pubsub: set spec.pubsub.projectId and spec.pubsub.topicId"
+    },
+    {
+        "rule": "!has(self.pubsub) || self.type == 'pubsub'",
+        "message": "spec.pubsub is only used when spec.type is pubsub"
+    },
+    {
+        "rule": "self.type != 'kafka' || has(self.kafka)",
+        "message": "spec.kafka is required when spec.type is kafka: set spec.kafka.bootstrapServers and spec.kafka.topic"
+    },
+    {
+        "rule": "!has(self.kafka) || self.type == 'kafka'",
+        "message": "spec.kafka is only used when spec.type is kafka"
+    },
+    {
+        "rule": "self.type != 'rabbitmq' || has(self.rabbitmq)",
+        "message": "spec.rabbitmq is required when spec.type is rabbitmq: set spec.rabbitmq.exchange (and spec.rabbitmq.url or a url in credentialsRef)"
+    },
+    {
+        "rule": "!has(self.rabbitmq) || self.type == 'rabbitmq'",
+        "message": "spec.rabbitmq is only used when spec.type is rabbitmq"
     }
 ]))]
 pub struct DestinationSpec {
@@ -77,10 +129,15 @@ pub struct DestinationSpec {
     /// where the service expects it, and, for PagerDuty and Datadog, the intake URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<DestinationTemplate>,
-    /// The Secret key with the service credential a template needs: the PagerDuty routing
-    /// key, the Datadog API key, the Linear API key.
+    /// Credentials. With a template: the Secret `name` and `key` holding the service
+    /// credential (the PagerDuty routing key, the Datadog API key, the Linear API key). For
+    /// the AWS types a Secret with `accessKeyId`, `secretAccessKey` and optional
+    /// `sessionToken`; for `pubsub` one with `serviceAccountJson`; for `kafka` (SASL) and
+    /// `rabbitmq` one with `username` and `password` (or, for `rabbitmq`, `url`). Without it
+    /// the AWS and Google types use the default credential chain (IRSA, EKS Pod Identity, GKE
+    /// Workload Identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials_ref: Option<SecretKeyRef>,
+    pub credentials_ref: Option<CredentialsRef>,
     /// A JSONata transform applied to every delivery to this Destination, after the route's
     /// own transform; its input is the routed payload, with `$event`, `$headers`, `$query`,
     /// `$method` and (with a template's credential) `$credential` bound.
@@ -93,6 +150,26 @@ pub struct DestinationSpec {
     /// gateway's `GET /v1/ws` that subscribed to `deliveries:<namespace>/<channelName>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<WebsocketDestination>,
+    /// Settings for `type: sqs`: messages to an AWS SQS queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqs: Option<super::broker::SqsDestination>,
+    /// Settings for `type: s3`: one object per event in an S3 bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<super::broker::S3Destination>,
+    /// Settings for `type: eventbridge`: events on an AWS EventBridge bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eventbridge: Option<super::broker::EventbridgeDestination>,
+    /// Settings for `type: pubsub`: messages to a Google Cloud Pub/Sub topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pubsub: Option<super::broker::PubsubDestination>,
+    /// Settings for `type: kafka`: records on a Kafka topic (native protocol, acks=all,
+    /// idempotent producer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<super::broker::KafkaDestination>,
+    /// Settings for `type: rabbitmq`: messages to a RabbitMQ exchange (AMQP 0-9-1 with
+    /// publisher confirms, or the management HTTP API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<super::broker::RabbitmqDestination>,
     /// Outbound signing: each delivery carries `X-Hookstream-Signature: sha256=<hex>`, an
     /// HMAC of `{event id}.{timestamp}.{body}` with this secret, or the Standard Webhooks
     /// headers with `scheme: standard-webhooks`.
@@ -116,6 +193,19 @@ pub struct DestinationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub rate_limit: Option<u32>,
+}
+
+/// A Destination's credentials Secret: `key` names the value a template uses; the other
+/// types read fixed keys of the Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsRef {
+    /// Name of the Secret, in the Destination's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret, for a template's credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Settings of a `websocket` Destination.

@@ -39,10 +39,7 @@ const LEASE_MARGIN_MS: i64 = 30_000;
 
 /// The longest attempt to `destination`: its timeout.
 fn timeout_ms(destination: &DestinationConfig) -> i64 {
-    destination.http.as_ref().map_or(
-        hookstream_crds::compiler::MAX_TIMEOUT_SECONDS as i64 * 1000,
-        |h| i64::try_from(h.timeout_ms).unwrap_or(i64::MAX),
-    )
+    i64::try_from(destination.timeout_ms()).unwrap_or(i64::MAX)
 }
 
 /// The claim expiry of a delivery to `destination` claimed now: one attempt (at most the

@@ -136,6 +136,7 @@ async fn run(shared: &Shared, job: Job, event: SharedEvent, probe: bool) -> Comp
         attempt: attempt_number,
         timestamp: now / 1000,
         hops: event_hops(&event).saturating_add(1),
+        sandbox: &shared.sandbox,
     };
     let sent = provider.deliver(&destination, message).await;
     // A permanent failure (the egress policy refused the address, no such queue) says

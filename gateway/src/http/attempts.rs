@@ -77,7 +77,13 @@ fn attempt_detail(a: &StoredAttempt) -> AttemptBody {
             response_body.clone(),
             *response_body_truncated,
         ),
-        AttemptDetail::None | AttemptDetail::Websocket { .. } => (None, None, false),
+        _ => (None, None, false),
+    };
+    // What another transport returned (a message id, a partition and offset, an object
+    // key), tagged by type.
+    let provider_result = match &a.record.detail {
+        AttemptDetail::None | AttemptDetail::Http { .. } => None,
+        other => serde_json::to_value(other).ok(),
     };
     AttemptBody {
         summary: attempt_summary(&a.listing()),
@@ -85,6 +91,7 @@ fn attempt_detail(a: &StoredAttempt) -> AttemptBody {
         response_headers,
         response_body,
         response_body_truncated,
+        provider_result,
     }
 }
 

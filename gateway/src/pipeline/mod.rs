@@ -3,7 +3,8 @@
 //! [`event`] turns a stored request into what filters and transforms look at (method,
 //! headers, query, the body as JSON, the envelope); [`filter`] decides whether a route takes
 //! an event; [`route`] turns the routes an event matches into deliveries; [`transform`] makes
-//! a delivery's payload with the route's and the destination's JSONata. Ingest, delivery, the
+//! a delivery's payload with the route's and the destination's JSONata; [`value`] computes a
+//! value of it (a key, a group) for the queue and stream types. Ingest, delivery, the
 //! retry endpoints and replay all go through here, so an event routes the same way whoever
 //! asks.
 
@@ -11,3 +12,4 @@ pub mod event;
 pub mod filter;
 pub mod route;
 pub mod transform;
+pub mod value;

@@ -263,6 +263,57 @@ pub enum AttemptDetail {
         /// Clients whose connection took the message.
         clients: u32,
     },
+    /// A message SQS took.
+    Sqs {
+        /// `MessageId`.
+        message_id: String,
+        /// `SequenceNumber`, for FIFO queues.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sequence_number: Option<String>,
+    },
+    /// An object S3 stored.
+    S3 {
+        /// Bucket.
+        bucket: String,
+        /// Object key.
+        key: String,
+        /// `ETag`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        etag: Option<String>,
+        /// Version id, in versioned buckets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version_id: Option<String>,
+    },
+    /// An entry EventBridge took (or refused, with its error code in the attempt's error).
+    Eventbridge {
+        /// `EventId` of the entry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entry_id: Option<String>,
+        /// `ErrorCode` of a failed entry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_code: Option<String>,
+    },
+    /// A message Pub/Sub took.
+    Pubsub {
+        /// Server-assigned message id.
+        message_id: String,
+    },
+    /// A record the Kafka brokers acknowledged.
+    Kafka {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+    /// A message RabbitMQ confirmed.
+    Rabbitmq {
+        /// Exchange.
+        exchange: String,
+        /// Routing key used.
+        routing_key: String,
+    },
 }
 
 impl AttemptDetail {
@@ -270,7 +321,7 @@ impl AttemptDetail {
     pub fn status_code(&self) -> Option<u16> {
         match self {
             AttemptDetail::Http { status_code, .. } => *status_code,
-            AttemptDetail::None | AttemptDetail::Websocket { .. } => None,
+            _ => None,
         }
     }
 }

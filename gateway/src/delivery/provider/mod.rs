@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hookstream_crds::config::DestinationConfig;
+use hookstream_crds::config::{DestinationConfig, PayloadValue};
 use hookstream_crds::v1alpha1::DestinationType;
+use hookstream_transform::sandbox::Sandbox;
 
 use crate::pipeline::transform::Payload;
 use crate::store::{AttemptDetail, NewEvent};
@@ -34,6 +35,16 @@ pub struct Message<'a> {
     /// Gateways the message will have passed through once sent: the event's hops plus one
     /// (sent as `X-Hookstream-Hops`, or the type's equivalent).
     pub hops: u32,
+    /// Where JSONata values of the payload are computed.
+    pub sandbox: &'a Sandbox,
+}
+
+impl Message<'_> {
+    /// The text `value` yields for this message's payload (a key, a group, a routing key);
+    /// `None` when it yields nothing. An error is in words, for the attempt record.
+    pub async fn value(&self, value: &PayloadValue) -> Result<Option<String>, String> {
+        crate::pipeline::value::evaluate(value, &self.payload, self.event, self.sandbox).await
+    }
 }
 
 /// What came of sending a message.
