@@ -1115,3 +1115,42 @@ async fn a_service_account_reads_its_own_namespace_through_rbac_and_nothing_else
     }
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");
 }
+
+/// A queue or stream Destination's credentials come from its `credentialsRef` Secret, read
+/// whole by name: the Destination waits with `SecretNotFound` (naming the missing key, never
+/// a value) until the Secret has what the type needs, and then becomes Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_destination_becomes_ready_once_its_credentials_secret_is_complete() {
+    let ns = Namespace::create("broker");
+    let (_gw, _op) = stack(&ns).await;
+    let secret = |data: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: kafka-creds}}\nstringData: {{{data}}}\n")
+    };
+    ns.apply_ok(&secret("username: svc-hookstream"));
+    ns.apply_ok(
+        "apiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {name: stream}\nspec:\n  type: kafka\n  credentialsRef: {name: kafka-creds}\n  kafka:\n    bootstrapServers: kafka-0.kafka.example:9092,kafka-1.kafka.example:9092\n    topic: orders\n    key: customer.id\n    saslMechanism: SCRAM-SHA-512\n",
+    );
+    let (_, reason, message) = eventually("Destination stream Ready=False", SLOW, || {
+        ready(&ns, "destination", "stream").filter(|(s, ..)| s == "False")
+    })
+    .await;
+    assert_eq!(reason, "SecretNotFound", "{message}");
+    assert!(message.contains("password"), "{message}");
+    assert!(!message.contains("svc-hookstream"), "{message}");
+    ns.apply_ok(&secret("username: svc-hookstream, password: s3cr3t-pw"));
+    wait_ready(&ns, "destination", "stream", SLOW).await;
+    let status = ns.kubectl_ok(&["get", "destination", "stream", "-o", "yaml"]);
+    assert!(!status.contains("s3cr3t-pw"), "{status}");
+
+    // A rule the CRD enforces at admission: the settings of another type are refused.
+    let mixed = ns.apply(
+        "apiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {name: mixed}\nspec:\n  type: kafka\n  kafka: {bootstrapServers: \"k:9092\", topic: t}\n  sqs: {queueUrl: \"https://sqs.us-east-1.amazonaws.com/1/q\", region: us-east-1}\n",
+    );
+    assert!(!mixed.status.success());
+    assert!(
+        String::from_utf8_lossy(&mixed.stderr)
+            .contains("spec.sqs is only used when spec.type is sqs"),
+        "{}",
+        String::from_utf8_lossy(&mixed.stderr)
+    );
+}
