@@ -69,7 +69,7 @@ impl PubsubProvider {
     }
 
     /// The cached client of `key`, or a new one when there is none or its settings changed.
-    async fn client(&self, key: &ObjectKey, config: &PubsubConfig) -> Result<Arc<Client>, String> {
+    async fn client(&self, key: &ObjectKey, config: &PubsubConfig) -> Result<Arc<Client>, Failure> {
         if let Some(client) = self.clients.get(key) {
             if client.config == *config {
                 return Ok(client.clone());
@@ -159,10 +159,7 @@ impl PubsubProvider {
         config: &PubsubConfig,
         message: PubsubMessage,
     ) -> Result<String, Failure> {
-        let client = self.client(key, config).await.map_err(|error| Failure {
-            permanent: false,
-            error,
-        })?;
+        let client = self.client(key, config).await?;
         let mut request = tonic::Request::new(PublishRequest {
             topic: format!("projects/{}/topics/{}", config.project_id, config.topic_id),
             messages: vec![message],
@@ -199,11 +196,15 @@ impl PubsubProvider {
 impl Client {
     /// A lazily connecting channel to the configured endpoint (or Google's) and, for
     /// Google's, the token source of the configured credentials.
-    async fn new(egress: Arc<Egress>, config: &PubsubConfig) -> Result<Client, String> {
+    async fn new(egress: Arc<Egress>, config: &PubsubConfig) -> Result<Client, Failure> {
+        let invalid = |error: String| Failure {
+            permanent: true,
+            error,
+        };
         let denied = Arc::new(Mutex::new(None));
         let (host, port, uri, tls) = match &config.endpoint {
             Some(endpoint) => {
-                let (host, port) = split_host_port(endpoint)?;
+                let (host, port) = split_host_port(endpoint).map_err(invalid)?;
                 (host, port, format!("http://{endpoint}"), false)
             }
             None => (
@@ -214,7 +215,7 @@ impl Client {
             ),
         };
         let mut endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| format!("invalid Pub/Sub endpoint: {e}"))?
+            .map_err(|e| invalid(format!("invalid Pub/Sub endpoint: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -225,7 +226,7 @@ impl Client {
                 .domain_name(GOOGLE_HOST);
             endpoint = endpoint
                 .tls_config(tls_config)
-                .map_err(|e| format!("setting up TLS to Pub/Sub failed: {e}"))?;
+                .map_err(|e| invalid(format!("setting up TLS to Pub/Sub failed: {e}")))?;
         }
         let connector = CheckedConnector {
             egress,
@@ -267,14 +268,19 @@ impl Client {
 }
 
 /// The token source of the Destination's service account key, or of the default credential
-/// chain. Errors name what failed without the key's text.
-async fn token_source(config: &PubsubConfig) -> Result<Box<dyn TokenSource>, String> {
+/// chain. Errors name what failed without the key's text; an unusable key is permanent (the
+/// same key fails the same way), missing default credentials are not (the environment may
+/// still provide them).
+async fn token_source(config: &PubsubConfig) -> Result<Box<dyn TokenSource>, Failure> {
     let Some(json) = &config.service_account_json else {
         let no_credentials = |e: gcloud_auth::error::Error| {
-            format!(
+            Failure {
+            permanent: false,
+            error: format!(
                 "no Google credentials from the default chain (Workload Identity, GOOGLE_APPLICATION_CREDENTIALS): {}",
                 token_error(&e)
-            )
+            ),
+        }
         };
         let project = gcloud_auth::project::project()
             .await
@@ -286,7 +292,10 @@ async fn token_source(config: &PubsubConfig) -> Result<Box<dyn TokenSource>, Str
             .await
             .map_err(no_credentials);
     };
-    let unusable = |what: &str| format!("the service account key in serviceAccountJson {what}");
+    let unusable = |what: &str| Failure {
+        permanent: true,
+        error: format!("the service account key in serviceAccountJson {what}"),
+    };
     let text = std::str::from_utf8(json.expose()).map_err(|_| unusable("is not UTF-8 text"))?;
     let credentials = CredentialsFile::new_from_str(text)
         .await
@@ -505,8 +514,9 @@ mod tests {
             )),
             timeout_ms: 1000,
         };
-        let error = token_source(&config).await.unwrap_err();
-        assert!(error.contains("serviceAccountJson"), "{error}");
-        assert!(!error.contains("s3cr3t"), "{error}");
+        let failure = token_source(&config).await.unwrap_err();
+        assert!(failure.permanent);
+        assert!(failure.error.contains("serviceAccountJson"), "{failure:?}");
+        assert!(!failure.error.contains("s3cr3t"), "{failure:?}");
     }
 }
