@@ -6,6 +6,7 @@
 
 pub mod egress;
 pub mod http;
+pub mod pubsub;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -78,6 +79,7 @@ pub trait Provider: Send + Sync {
 /// are shared by every destination of a type.
 pub struct Providers {
     http: http::HttpProvider,
+    pubsub: pubsub::PubsubProvider,
     websocket: websocket::WebsocketProvider,
 }
 
@@ -99,7 +101,8 @@ impl Providers {
         hub: Arc<websocket::Hub>,
     ) -> Result<Providers, ProviderError> {
         Ok(Providers {
-            http: http::HttpProvider::new(egress)?,
+            http: http::HttpProvider::new(egress.clone())?,
+            pubsub: pubsub::PubsubProvider::new(egress),
             websocket: websocket::WebsocketProvider::new(hub),
         })
     }
@@ -111,6 +114,7 @@ impl Providers {
     ) -> Result<&dyn Provider, String> {
         match destination.kind {
             DestinationType::Http => Ok(&self.http),
+            DestinationType::Pubsub => Ok(&self.pubsub),
             DestinationType::Websocket => Ok(&self.websocket),
             other => Err(format!(
                 "destination type {} is not supported by this gateway",
