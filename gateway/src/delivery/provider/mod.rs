@@ -6,6 +6,7 @@
 
 pub mod egress;
 pub mod http;
+pub mod kafka;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -78,6 +79,7 @@ pub trait Provider: Send + Sync {
 /// are shared by every destination of a type.
 pub struct Providers {
     http: http::HttpProvider,
+    kafka: kafka::KafkaProvider,
     websocket: websocket::WebsocketProvider,
 }
 
@@ -99,7 +101,8 @@ impl Providers {
         hub: Arc<websocket::Hub>,
     ) -> Result<Providers, ProviderError> {
         Ok(Providers {
-            http: http::HttpProvider::new(egress)?,
+            http: http::HttpProvider::new(egress.clone())?,
+            kafka: kafka::KafkaProvider::new(egress),
             websocket: websocket::WebsocketProvider::new(hub),
         })
     }
@@ -112,6 +115,7 @@ impl Providers {
         match destination.kind {
             DestinationType::Http => Ok(&self.http),
             DestinationType::Websocket => Ok(&self.websocket),
+            DestinationType::Kafka => Ok(&self.kafka),
             other => Err(format!(
                 "destination type {} is not supported by this gateway",
                 other.as_str()
