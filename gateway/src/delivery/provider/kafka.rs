@@ -327,8 +327,9 @@ async fn send(
     }
 }
 
-/// What a librdkafka error means for the attempt. A timeout is explained by the last error
-/// the client reported since the attempt began (a refused connection, failed authentication).
+/// What a librdkafka error means for the attempt. A timeout or lost connection is explained
+/// by the last error the client reported since the attempt began (a refused connection,
+/// failed authentication, which is permanent).
 fn classify(error: &KafkaError, cached: &Cached, since: Instant) -> Failure {
     let context = &cached.diagnostics;
     let code = error.rdkafka_error_code();
@@ -341,13 +342,12 @@ fn classify(error: &KafkaError, cached: &Cached, since: Instant) -> Failure {
                 Failure::permanent(format!("Kafka refused the record: {error}"))
             }
         }
-        (_, Some((recent_code, reason))) if is_timeout(code) => {
-            let failure = format!("{error} ({reason})");
-            if is_permanent(recent_code) {
-                Failure::permanent(failure)
-            } else {
-                Failure::retry(failure)
-            }
+        // The brokers refused the credentials: every later try fails the same way.
+        (_, Some((recent_code, reason))) if is_permanent(recent_code) => {
+            Failure::permanent(format!("{error} ({reason})"))
+        }
+        (_, Some((_, reason))) if is_unreachable(code) => {
+            Failure::retry(format!("{error} ({reason})"))
         }
         _ => Failure::retry(error.to_string()),
     };
@@ -409,8 +409,9 @@ fn is_permanent(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// Whether the error is the attempt running out of time, whose cause may be elsewhere.
-fn is_timeout(code: Option<RDKafkaErrorCode>) -> bool {
+/// Whether the error is the attempt running out of time or losing its connection, whose
+/// cause the client's last reported error tells.
+fn is_unreachable(code: Option<RDKafkaErrorCode>) -> bool {
     matches!(
         code,
         Some(
@@ -418,6 +419,8 @@ fn is_timeout(code: Option<RDKafkaErrorCode>) -> bool {
                 | RDKafkaErrorCode::OperationTimedOut
                 | RDKafkaErrorCode::RequestTimedOut
                 | RDKafkaErrorCode::TimedOutQueue
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
         )
     )
 }
@@ -501,8 +504,13 @@ struct Context {
 /// and the credentials to keep out of every message.
 struct Diagnostics {
     secrets: Vec<String>,
-    last_error: Mutex<Option<(Instant, RDKafkaErrorCode, String)>>,
+    /// The last error, and the last one retrying cannot help with (failed authentication,
+    /// which the next "all brokers down" must not hide).
+    last_error: Mutex<[Option<Reported>; 2]>,
 }
+
+/// An error the client reported: when, its code and its words.
+type Reported = (Instant, RDKafkaErrorCode, String);
 
 impl Diagnostics {
     fn new(config: &KafkaConfig) -> Diagnostics {
@@ -515,7 +523,7 @@ impl Diagnostics {
             .collect();
         Diagnostics {
             secrets,
-            last_error: Mutex::new(None),
+            last_error: Mutex::new([None, None]),
         }
     }
 
@@ -529,14 +537,19 @@ impl Diagnostics {
     /// Keeps the error the client just reported.
     fn record(&self, code: RDKafkaErrorCode, reason: String) {
         let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        *last = Some((Instant::now(), code, reason));
+        let slot = usize::from(is_permanent(code));
+        last[slot] = Some((Instant::now(), code, reason));
     }
 
-    /// The last error the client reported after `since`.
+    /// The error the client reported after `since` that explains a failure best: the last
+    /// permanent one, else the last one.
     fn last_error_since(&self, since: Instant) -> Option<(RDKafkaErrorCode, String)> {
         let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        last.as_ref()
-            .filter(|(at, _, _)| *at >= since)
+        let [retryable, permanent] = &*last;
+        permanent
+            .iter()
+            .chain(retryable)
+            .find(|(at, _, _)| *at >= since)
             .map(|(_, code, reason)| (*code, reason.clone()))
     }
 }
