@@ -556,3 +556,30 @@ spec: {{source: in, destination: web}}
         "each event exactly once: {seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_policy_refuses_the_brokers() {
+    let bootstrap = kafka();
+    let topic = unique_topic("egress");
+    let spec = kafka_spec(
+        bootstrap,
+        &topic,
+        "    timeoutSeconds: 5\n",
+        "{maxRetries: 5, backoff: fixed, intervals: [1s]}",
+    );
+    let gw = Gateway::start_with(
+        &common::single_route(&spec),
+        &["--egress-deny", "127.0.0.0/8,::1/128"],
+    )
+    .await;
+    let id = ingest_id(&gw, r#"{"n":1}"#).await;
+    gw.wait_event_status(&id, "failed", Duration::from_secs(10))
+        .await;
+    let tries = attempts(&gw, &id, "out").await;
+    assert_eq!(tries.len(), 1, "a denied address is permanent: {tries:?}");
+    let error = tries[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("denied by the egress policy") && error.contains("127.0.0.0/8"),
+        "{error}"
+    );
+}
