@@ -134,7 +134,11 @@ impl Gateway {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookstream-gateway"));
+        // HOOKSTREAM_TEST_GATEWAY_BIN: a copy of the binary to run instead (with
+        // hookstream-transform-worker beside it), for a target dir that other builds share.
+        let binary = std::env::var_os("HOOKSTREAM_TEST_GATEWAY_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_hookstream-gateway").into());
+        let mut cmd = Command::new(binary);
         cmd.arg("--manifests")
             .arg(self.manifests_dir())
             .arg("--listen")

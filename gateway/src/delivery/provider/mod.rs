@@ -6,6 +6,7 @@
 
 pub mod egress;
 pub mod http;
+pub mod kafka;
 pub mod pubsub;
 pub mod websocket;
 
@@ -79,6 +80,7 @@ pub trait Provider: Send + Sync {
 /// are shared by every destination of a type.
 pub struct Providers {
     http: http::HttpProvider,
+    kafka: kafka::KafkaProvider,
     pubsub: pubsub::PubsubProvider,
     websocket: websocket::WebsocketProvider,
 }
@@ -102,6 +104,7 @@ impl Providers {
     ) -> Result<Providers, ProviderError> {
         Ok(Providers {
             http: http::HttpProvider::new(egress.clone())?,
+            kafka: kafka::KafkaProvider::new(egress.clone()),
             pubsub: pubsub::PubsubProvider::new(egress),
             websocket: websocket::WebsocketProvider::new(hub),
         })
@@ -116,6 +119,7 @@ impl Providers {
             DestinationType::Http => Ok(&self.http),
             DestinationType::Pubsub => Ok(&self.pubsub),
             DestinationType::Websocket => Ok(&self.websocket),
+            DestinationType::Kafka => Ok(&self.kafka),
             other => Err(format!(
                 "destination type {} is not supported by this gateway",
                 other.as_str()
