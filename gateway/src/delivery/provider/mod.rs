@@ -4,8 +4,12 @@
 //!
 //! Adding a type is a module here plus its line in [`Providers::for_destination`].
 
+pub mod aws;
 pub mod egress;
+pub mod eventbridge;
 pub mod http;
+pub mod s3;
+pub mod sqs;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -79,6 +83,9 @@ pub trait Provider: Send + Sync {
 pub struct Providers {
     http: http::HttpProvider,
     websocket: websocket::WebsocketProvider,
+    sqs: sqs::SqsProvider,
+    s3: s3::S3Provider,
+    eventbridge: eventbridge::EventbridgeProvider,
 }
 
 /// A provider could not be set up at start.
@@ -99,8 +106,11 @@ impl Providers {
         hub: Arc<websocket::Hub>,
     ) -> Result<Providers, ProviderError> {
         Ok(Providers {
-            http: http::HttpProvider::new(egress)?,
+            http: http::HttpProvider::new(egress.clone())?,
             websocket: websocket::WebsocketProvider::new(hub),
+            sqs: sqs::SqsProvider::new(egress.clone())?,
+            s3: s3::S3Provider::new(egress.clone())?,
+            eventbridge: eventbridge::EventbridgeProvider::new(egress.clone())?,
         })
     }
 
@@ -112,6 +122,9 @@ impl Providers {
         match destination.kind {
             DestinationType::Http => Ok(&self.http),
             DestinationType::Websocket => Ok(&self.websocket),
+            DestinationType::Sqs => Ok(&self.sqs),
+            DestinationType::S3 => Ok(&self.s3),
+            DestinationType::Eventbridge => Ok(&self.eventbridge),
             other => Err(format!(
                 "destination type {} is not supported by this gateway",
                 other.as_str()
