@@ -108,13 +108,20 @@ impl HttpConnector for TestConnector {
 }
 
 async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    let credentials =
+        aws_credential_types::Credentials::new("AKIATEST", "test", None, None, "test");
+    sdk_config_as(endpoint, credentials).await
+}
+
+async fn sdk_config_as(
+    endpoint: &str,
+    credentials: aws_credential_types::Credentials,
+) -> aws_config::SdkConfig {
     let connector = SharedHttpConnector::new(TestConnector(reqwest::Client::new()));
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
         .endpoint_url(endpoint)
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "test", "test", None, None, "test",
-        ))
+        .credentials_provider(credentials)
         .http_client(http_client_fn(move |_, _| connector.clone()))
         .load()
         .await
@@ -212,7 +219,10 @@ async fn attempts(gw: &Gateway, event_id: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for a in body["delivery_attempts"].as_array().unwrap().iter().rev() {
         let (code, full) = gw
-            .get(&format!("/v1/delivery-attempts/{}", a["id"].as_str().unwrap()))
+            .get(&format!(
+                "/v1/delivery-attempts/{}",
+                a["id"].as_str().unwrap()
+            ))
             .await;
         assert_eq!(code, StatusCode::OK, "{full}");
         out.push(full);
@@ -230,8 +240,17 @@ fn header<'a>(headers: &'a Value, name: &str) -> Option<&'a str> {
 
 /// Neither the log nor any API answer holds a credential from the Secret.
 async fn assert_no_secret(gw: &Gateway, event_ids: &[String]) {
+    assert_none_of(gw, event_ids, &[ACCESS_KEY, SECRET_KEY]).await;
+}
+
+/// Neither the log nor any API answer holds any of `secrets`.
+async fn assert_none_of(gw: &Gateway, event_ids: &[String], secrets: &[&str]) {
     let mut texts = vec![gw.log()];
-    for path in ["/v1/destinations", "/v1/destinations/t/out", "/v1/delivery-attempts"] {
+    for path in [
+        "/v1/destinations",
+        "/v1/destinations/t/out",
+        "/v1/delivery-attempts",
+    ] {
         texts.push(gw.get(path).await.1.to_string());
     }
     for id in event_ids {
@@ -241,10 +260,9 @@ async fn assert_no_secret(gw: &Gateway, event_ids: &[String]) {
         }
     }
     for text in texts {
-        assert!(
-            !text.contains(SECRET_KEY) && !text.contains(ACCESS_KEY),
-            "a credential leaked: {text}"
-        );
+        for secret in secrets {
+            assert!(!text.contains(secret), "a credential leaked: {text}");
+        }
     }
 }
 
@@ -311,7 +329,10 @@ spec: {{source: in, destination: ordered}}
             .get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
             .unwrap();
         let want = ["c-1", "c-2", "t/in"][i];
-        assert_eq!(group, want, "the group comes from customer.id, else the Source");
+        assert_eq!(
+            group, want,
+            "the group comes from customer.id, else the Source"
+        );
         assert_eq!(
             attrs
                 .get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageDeduplicationId)
@@ -432,7 +453,10 @@ spec: {{source: in, destination: raw}}
         .unwrap();
     assert_eq!(object.content_type(), Some("application/json"));
     assert_eq!(
-        object.metadata().and_then(|m| m.get("event-id")).map(String::as_str),
+        object
+            .metadata()
+            .and_then(|m| m.get("event-id"))
+            .map(String::as_str),
         Some(id.as_str())
     );
     let bytes = object.body.collect().await.unwrap().into_bytes();
@@ -514,8 +538,14 @@ async fn eventbridge_entries_reach_a_rule_target_with_source_detail_type_and_det
     assert_eq!(
         seen,
         vec![
-            ("Fallback".to_owned(), serde_json::from_str(&untyped).unwrap()),
-            ("order.created".to_owned(), serde_json::from_str(&typed).unwrap()),
+            (
+                "Fallback".to_owned(),
+                serde_json::from_str(&untyped).unwrap()
+            ),
+            (
+                "order.created".to_owned(),
+                serde_json::from_str(&typed).unwrap()
+            ),
         ]
     );
     let tried = attempts(&gw, &first).await;
@@ -647,6 +677,11 @@ async fn an_sqs_outage_loses_nothing_once_the_server_is_back() {
         gw.wait_event_status(id, "delivered", Duration::from_secs(30))
             .await;
     }
+    for id in &ids {
+        let tried = attempts(&gw, id).await;
+        assert!(tried.len() >= 2, "failed, then retried: {tried:?}");
+        assert_eq!(tried.last().unwrap()["status"], "success");
+    }
     let got = receive(&client, &queue, 5).await;
     let mut delivered: Vec<(String, String)> = got
         .iter()
@@ -670,4 +705,154 @@ async fn an_sqs_outage_loses_nothing_once_the_server_is_back() {
         .await
         .unwrap();
     assert!(extra.messages().is_empty(), "no duplicates");
+}
+
+/// Temporary credentials of a role in account `account`, from moto's STS. Moto acts as the
+/// account a request's access key belongs to, so what these credentials create lives in that
+/// account and other keys do not see it.
+async fn assume_role(endpoint: &str, account: &str) -> (String, String, String) {
+    let text = reqwest::Client::new()
+        .post(format!("{endpoint}/"))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIASTSCALLER/20260101/us-east-1/sts/aws4_request, \
+             SignedHeaders=host, Signature=0",
+        )
+        .form(&[
+            ("Action", "AssumeRole"),
+            ("Version", "2011-06-15"),
+            (
+                "RoleArn",
+                &format!("arn:aws:iam::{account}:role/hookstream"),
+            ),
+            ("RoleSessionName", "hookstream-test"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let field = |name: &str| {
+        let start = text.find(&format!("<{name}>")).unwrap() + name.len() + 2;
+        let end = text.find(&format!("</{name}>")).unwrap();
+        text[start..end].to_owned()
+    };
+    (
+        field("AccessKeyId"),
+        field("SecretAccessKey"),
+        field("SessionToken"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secrets_credentials_sign_the_requests_and_are_never_shown() {
+    let endpoint = moto();
+    let (key, secret_key, token) = assume_role(endpoint, "210987654321").await;
+    let owner = sqs_client_as(endpoint, &key, &secret_key, &token).await;
+    let queue = create_queue(&owner, &unique("private"), false).await;
+    assert!(queue.contains("/210987654321/"), "{queue}");
+    let manifests = format!(
+        r#"
+apiVersion: hookstream.io/v1alpha1
+kind: Source
+metadata: {{name: in, namespace: t}}
+spec: {{}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: role, namespace: t}}
+stringData: {{accessKeyId: "{key}", secretAccessKey: "{secret_key}", sessionToken: "{token}"}}
+{other}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: out, namespace: t}}
+spec:
+  type: sqs
+  credentialsRef: {{name: role}}
+  sqs: {{queueUrl: "{queue}", region: {REGION}}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: other, namespace: t}}
+spec:
+  type: sqs
+  credentialsRef: {{name: aws}}
+  sqs: {{queueUrl: "{queue}", region: {REGION}}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Connection
+metadata: {{name: c, namespace: t}}
+spec: {{source: in, destination: out}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Connection
+metadata: {{name: c2, namespace: t}}
+spec: {{source: in, destination: other}}
+"#,
+        other = secret("aws"),
+    );
+    let gw = Gateway::start(&manifests).await;
+    let id = ingest(&gw, r#"{"private":true}"#).await;
+    let got = receive(&owner, &queue, 1).await;
+    assert_eq!(attribute(&got[0], "event_id"), Some(id.as_str()));
+    // The same queue URL with the other Secret's key is another account: no such queue.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let tried = attempts(&gw, &id).await;
+        if let Some(a) = tried.iter().find(|a| a["destination_id"] == "t/other") {
+            break a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no attempt to t/other: {tried:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused["status"], "failed", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not exist")),
+        "{refused}"
+    );
+    assert_none_of(
+        &gw,
+        &[id],
+        &[&key, &secret_key, &token, ACCESS_KEY, SECRET_KEY],
+    )
+    .await;
+}
+
+async fn sqs_client_as(
+    endpoint: &str,
+    key: &str,
+    secret: &str,
+    token: &str,
+) -> aws_sdk_sqs::Client {
+    let credentials =
+        aws_credential_types::Credentials::new(key, secret, Some(token.to_owned()), None, "test");
+    aws_sdk_sqs::Client::new(&sdk_config_as(endpoint, credentials).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_resolves_to_a_denied_range_is_refused_at_once() {
+    let port = moto().rsplit(':').next().unwrap().to_owned();
+    // `localhost` is a name: only the resolver the SDK's client connects with sees that it is
+    // 127.0.0.1 or ::1.
+    let queue = format!("http://localhost:{port}/{ACCOUNT}/{}", unique("denied"));
+    let spec = format!(
+        "  type: sqs\n  credentialsRef: {{name: aws}}\n  sqs: {{queueUrl: \"{queue}\", region: {REGION}}}\n  retry: {{maxRetries: 20, backoff: fixed, intervals: [1s]}}\n"
+    );
+    let gw =
+        Gateway::start_with(&manifests(&spec), &["--egress-deny", "127.0.0.0/8,::1/128"]).await;
+    let id = ingest(&gw, r#"{"a":1}"#).await;
+    gw.wait_event_status(&id, "failed", Duration::from_secs(20))
+        .await;
+    let tried = attempts(&gw, &id).await;
+    assert_eq!(tried.len(), 1, "a refusal is not retried: {tried:?}");
+    let error = tried[0]["error"].as_str().unwrap();
+    assert!(error.contains("denied by the egress policy"), "{error}");
+    assert_eq!(tried[0]["is_dlq"], 1);
 }

@@ -95,10 +95,7 @@ impl AwsHttp {
             loader = loader.credentials_provider(Credentials::new(
                 text(credentials.access_key_id.expose()),
                 text(credentials.secret_access_key.expose()),
-                credentials
-                    .session_token
-                    .as_ref()
-                    .map(|t| text(t.expose())),
+                credentials.session_token.as_ref().map(|t| text(t.expose())),
                 None,
                 SECRET_PROVIDER,
             ));
@@ -282,7 +279,9 @@ where
             let message = err.message().unwrap_or("no message");
             let retryable = status >= 500
                 || status == 429
-                || code.as_deref().is_some_and(|c| RETRYABLE_CODES.contains(&c));
+                || code
+                    .as_deref()
+                    .is_some_and(|c| RETRYABLE_CODES.contains(&c));
             let text = match &code {
                 Some(code) => format!("{service} refused (HTTP {status}): {code}: {message}"),
                 None => format!("{service} refused (HTTP {status}): {message}"),
@@ -296,17 +295,22 @@ where
             } else {
                 let text = format!(
                     "cannot reach {service}: {}",
-                    DisplayErrorContext(failure.as_connector_error().map_or(
-                        error as &(dyn std::error::Error + 'static),
-                        |c| c as &(dyn std::error::Error + 'static)
-                    ))
+                    DisplayErrorContext(
+                        failure
+                            .as_connector_error()
+                            .map_or(error as &(dyn std::error::Error + 'static), |c| c
+                                as &(dyn std::error::Error + 'static))
+                    )
                 );
                 (false, text, None)
             }
         }
         SdkError::ResponseError(_) => (
             false,
-            format!("{service} answered unreadably: {}", DisplayErrorContext(error)),
+            format!(
+                "{service} answered unreadably: {}",
+                DisplayErrorContext(error)
+            ),
             None,
         ),
         other => {
@@ -364,5 +368,36 @@ pub async fn within<T>(
             error: format!("{service} did not answer within {timeout_ms} ms"),
             code: None,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookstream_crds::config::{AwsCredentials, SecretValue};
+
+    #[test]
+    fn credentials_are_removed_from_error_text() {
+        let secret = |v: &str| SecretValue(v.as_bytes().to_vec());
+        let aws = AwsConfig {
+            region: "us-east-1".into(),
+            endpoint_url: None,
+            credentials: Some(AwsCredentials {
+                access_key_id: secret("AKIAEXAMPLE"),
+                secret_access_key: secret("very-secret-key"),
+                session_token: None,
+            }),
+        };
+        let text = redact(&aws, "key AKIAEXAMPLE with very-secret-key refused".into());
+        assert_eq!(text, "key [redacted] with [redacted] refused");
+    }
+
+    #[tokio::test]
+    async fn a_client_is_rebuilt_only_when_its_settings_change() {
+        let clients: Clients<u32, u32> = Clients::new();
+        assert_eq!(clients.get("t/a", &1, async { 10 }).await, 10);
+        assert_eq!(clients.get("t/a", &1, async { 11 }).await, 10, "reused");
+        assert_eq!(clients.get("t/a", &2, async { 12 }).await, 12, "rebuilt");
+        assert_eq!(clients.get("t/b", &2, async { 13 }).await, 13);
     }
 }

@@ -18,8 +18,11 @@ use super::{Headers, Message, Provider, ProviderError, Sent};
 use crate::store::AttemptDetail;
 
 /// Entry error codes worth retrying.
-const RETRYABLE_ENTRY_CODES: [&str; 3] =
-    ["ThrottlingException", "InternalFailure", "ServiceUnavailable"];
+const RETRYABLE_ENTRY_CODES: [&str; 3] = [
+    "ThrottlingException",
+    "InternalFailure",
+    "ServiceUnavailable",
+];
 
 /// Delivers to EventBridge buses, one SDK client per destination.
 pub struct EventbridgeProvider {
@@ -142,10 +145,7 @@ impl EventbridgeProvider {
                 ..Sent::default()
             };
         }
-        let failure = entry_failure(
-            error_code.as_deref(),
-            first.and_then(|e| e.error_message()),
-        );
+        let failure = entry_failure(error_code.as_deref(), first.and_then(|e| e.error_message()));
         Sent {
             permanent: failure.permanent,
             error: Some(aws::redact(&config.aws, failure.error)),

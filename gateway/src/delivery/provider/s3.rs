@@ -227,7 +227,11 @@ mod tests {
             "hooks/2024/03/05/evt_1.json"
         );
         assert_eq!(
-            object_key("{namespace}/{source}/{yyyy}-{mm}-{dd}T{hh}/{event_id}", "", &e),
+            object_key(
+                "{namespace}/{source}/{yyyy}-{mm}-{dd}T{hh}/{event_id}",
+                "",
+                &e
+            ),
             "shop/orders/2024-03-05T07/evt_1"
         );
         assert_eq!(

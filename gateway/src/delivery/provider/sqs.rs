@@ -32,7 +32,11 @@ impl SqsProvider {
         })
     }
 
-    async fn client(&self, destination: &DestinationConfig, sqs: &SqsConfig) -> aws_sdk_sqs::Client {
+    async fn client(
+        &self,
+        destination: &DestinationConfig,
+        sqs: &SqsConfig,
+    ) -> aws_sdk_sqs::Client {
         let endpoint = endpoint(sqs);
         let settings = (sqs.aws.clone(), endpoint.clone());
         let key = format!("{}/{}", destination.key.namespace, destination.key.name);
@@ -177,4 +181,38 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, Failure> {
         .string_value(value)
         .build()
         .map_err(|e| permanent(format!("cannot build a message attribute: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookstream_crds::config::AwsConfig;
+
+    fn config(queue_url: &str, endpoint_url: Option<&str>) -> SqsConfig {
+        SqsConfig {
+            aws: AwsConfig {
+                region: "us-east-1".into(),
+                endpoint_url: endpoint_url.map(str::to_owned),
+                credentials: None,
+            },
+            queue_url: queue_url.into(),
+            fifo: false,
+            message_group_id: None,
+            timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn the_endpoint_is_the_setting_else_a_non_aws_queue_urls_origin() {
+        let aws = "https://sqs.us-east-1.amazonaws.com/123456789012/orders";
+        assert_eq!(endpoint(&config(aws, None)), None);
+        assert_eq!(
+            endpoint(&config(aws, Some("https://vpce.example"))).as_deref(),
+            Some("https://vpce.example")
+        );
+        assert_eq!(
+            endpoint(&config("http://127.0.0.1:15000/123456789012/q", None)).as_deref(),
+            Some("http://127.0.0.1:15000")
+        );
+    }
 }
