@@ -63,6 +63,16 @@ fn moto_up(port: Option<u16>) -> String {
     text.lines().last().unwrap().trim().to_owned()
 }
 
+/// A private moto server of `scripts/moto-up`, stopped with `scripts/moto-down` when
+/// dropped (also when the test fails).
+struct PrivateMoto(u16);
+
+impl Drop for PrivateMoto {
+    fn drop(&mut self) {
+        moto_down(self.0);
+    }
+}
+
 fn moto_down(port: u16) {
     let status = Command::new(scripts_dir().join("moto-down"))
         .env("HOOKSTREAM_MOTO_PORT", port.to_string())
@@ -642,6 +652,7 @@ async fn an_sqs_outage_loses_nothing_once_the_server_is_back() {
     moto(); // installs moto when missing
     let port = free_port();
     let endpoint = moto_up(Some(port));
+    let private = PrivateMoto(port);
     let name = unique("outage");
     let client = sqs_client(&endpoint).await;
     let queue = create_queue(&client, &name, false).await;
@@ -649,7 +660,7 @@ async fn an_sqs_outage_loses_nothing_once_the_server_is_back() {
         "  type: sqs\n  credentialsRef: {{name: aws}}\n  sqs: {{queueUrl: \"{queue}\", region: {REGION}, timeoutSeconds: 2}}\n  retry: {{maxRetries: 20, backoff: fixed, intervals: [1s]}}\n  circuitBreaker: {NO_CIRCUIT}\n"
     );
     let gw = Gateway::start(&manifests(&spec)).await;
-    moto_down(port);
+    drop(private);
 
     let bodies: Vec<String> = (0..5).map(|i| json!({"n": i}).to_string()).collect();
     let mut ids = Vec::new();
