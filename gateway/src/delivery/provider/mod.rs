@@ -4,10 +4,14 @@
 //!
 //! Adding a type is a module here plus its line in [`Providers::for_destination`].
 
+pub mod aws;
 pub mod egress;
+pub mod eventbridge;
 pub mod http;
 pub mod kafka;
 pub mod pubsub;
+pub mod s3;
+pub mod sqs;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -83,6 +87,9 @@ pub struct Providers {
     kafka: kafka::KafkaProvider,
     pubsub: pubsub::PubsubProvider,
     websocket: websocket::WebsocketProvider,
+    sqs: sqs::SqsProvider,
+    s3: s3::S3Provider,
+    eventbridge: eventbridge::EventbridgeProvider,
 }
 
 /// A provider could not be set up at start.
@@ -105,8 +112,11 @@ impl Providers {
         Ok(Providers {
             http: http::HttpProvider::new(egress.clone())?,
             kafka: kafka::KafkaProvider::new(egress.clone()),
-            pubsub: pubsub::PubsubProvider::new(egress),
+            pubsub: pubsub::PubsubProvider::new(egress.clone()),
             websocket: websocket::WebsocketProvider::new(hub),
+            sqs: sqs::SqsProvider::new(egress.clone())?,
+            s3: s3::S3Provider::new(egress.clone())?,
+            eventbridge: eventbridge::EventbridgeProvider::new(egress)?,
         })
     }
 
@@ -120,6 +130,9 @@ impl Providers {
             DestinationType::Pubsub => Ok(&self.pubsub),
             DestinationType::Websocket => Ok(&self.websocket),
             DestinationType::Kafka => Ok(&self.kafka),
+            DestinationType::Sqs => Ok(&self.sqs),
+            DestinationType::S3 => Ok(&self.s3),
+            DestinationType::Eventbridge => Ok(&self.eventbridge),
             other => Err(format!(
                 "destination type {} is not supported by this gateway",
                 other.as_str()
