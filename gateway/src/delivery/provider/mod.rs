@@ -6,6 +6,7 @@
 
 pub mod egress;
 pub mod http;
+pub mod rabbitmq;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -78,6 +79,7 @@ pub trait Provider: Send + Sync {
 /// are shared by every destination of a type.
 pub struct Providers {
     http: http::HttpProvider,
+    rabbitmq: rabbitmq::RabbitmqProvider,
     websocket: websocket::WebsocketProvider,
 }
 
@@ -99,6 +101,7 @@ impl Providers {
         hub: Arc<websocket::Hub>,
     ) -> Result<Providers, ProviderError> {
         Ok(Providers {
+            rabbitmq: rabbitmq::RabbitmqProvider::new(egress.clone())?,
             http: http::HttpProvider::new(egress)?,
             websocket: websocket::WebsocketProvider::new(hub),
         })
@@ -112,6 +115,7 @@ impl Providers {
         match destination.kind {
             DestinationType::Http => Ok(&self.http),
             DestinationType::Websocket => Ok(&self.websocket),
+            DestinationType::Rabbitmq => Ok(&self.rabbitmq),
             other => Err(format!(
                 "destination type {} is not supported by this gateway",
                 other.as_str()
