@@ -283,13 +283,12 @@ impl RabbitmqProvider {
             .map_err(|e| classify(&e, message))?;
         match confirm.await.map_err(|e| classify(&e, message))? {
             Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
-                Err(message.unroutable(&format!(
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(message
+                .unroutable(&format!(
                     "the broker returned the message: {} {}",
                     returned.reply_code,
                     returned.reply_text.as_str()
-                )))
-            }
+                ))),
             Confirmation::Nack(None) => Err(Failure::retryable(
                 "the broker did not take the message (basic.nack)",
             )),
@@ -318,7 +317,10 @@ impl RabbitmqProvider {
         }
         if let Some(old) = guard.take() {
             tokio::spawn(async move {
-                let _ = old.connection.close(200, ShortString::from("replaced")).await;
+                let _ = old
+                    .connection
+                    .close(200, ShortString::from("replaced"))
+                    .await;
             });
         }
         let link = self.connect(config, fingerprint).await?;
@@ -328,7 +330,11 @@ impl RabbitmqProvider {
     }
 
     /// Opens a connection to the broker's allowed addresses and a confirm-mode channel.
-    async fn connect(&self, config: &RabbitmqConfig, fingerprint: [u8; 32]) -> Result<Link, Failure> {
+    async fn connect(
+        &self,
+        config: &RabbitmqConfig,
+        fingerprint: [u8; 32],
+    ) -> Result<Link, Failure> {
         let uri = amqp_uri(config)?;
         let host = uri.authority.host.clone();
         let addresses = self.allowed_addresses(&host, uri.authority.port).await?;
@@ -642,6 +648,14 @@ fn management_failure(
         .ok()
         .and_then(|v| v.get("reason").and_then(|r| r.as_str().map(str::to_owned)))
         .unwrap_or_else(|| body.to_owned());
+    // The broker's own refusal, passed on by the API as a 400 (like "404 NOT_FOUND - no
+    // exchange 'x' in vhost '/'").
+    if reason.contains("NOT_FOUND - no exchange") {
+        return Failure::permanent(format!(
+            "exchange {} does not exist ({status}): {reason}",
+            message.exchange_name()
+        ));
+    }
     let code = status.as_u16();
     match code {
         401 => Failure::permanent(format!(
@@ -696,8 +710,8 @@ mod tests {
 
     #[test]
     fn the_management_endpoint_encodes_vhost_and_exchange_and_takes_out_credentials() {
-        let config = config("http://us%40r:p%3Ass@rabbit:15672/base/", "/");
-        let (url, user, pass) = management_endpoint(&config, &outgoing("ex 1", b"")).unwrap();
+        let with_path = config("http://us%40r:p%3Ass@rabbit:15672/base/", "/");
+        let (url, user, pass) = management_endpoint(&with_path, &outgoing("ex 1", b"")).unwrap();
         assert_eq!(
             url.as_str(),
             "http://rabbit:15672/base/api/exchanges/%2F/ex%201/publish"
@@ -718,7 +732,10 @@ mod tests {
         let text = management_body(&outgoing("x", b"{\"a\":1}"));
         assert_eq!(text["payload_encoding"], "string");
         assert_eq!(text["payload"], "{\"a\":1}");
-        assert_eq!(text["properties"]["headers"][SOURCE_ID_HEADER], "shop/orders");
+        assert_eq!(
+            text["properties"]["headers"][SOURCE_ID_HEADER],
+            "shop/orders"
+        );
         let binary = management_body(&outgoing("x", &[0xff, 0x00]));
         assert_eq!(binary["payload_encoding"], "base64");
         assert_eq!(binary["payload"], "/wA=");
