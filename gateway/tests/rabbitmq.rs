@@ -408,7 +408,8 @@ async fn amqp_deliveries_arrive_with_properties_headers_and_routing_key_under_se
 
     // A wrong password is refused by the broker: permanent, dead-lettered at once.
     let refused = ingest(&gw, "in-denied", r#"{"n":1}"#).await;
-    let event = assert_dead_lettered_at_once(&gw, &refused, &["403"]).await;
+    let event = assert_dead_lettered_at_once(&gw, &refused, &["403", "ACCESS_REFUSED"]).await;
+    eprintln!("wrong password: {}", event["delivery_attempts"][0]["error"]);
 
     // Neither password shows anywhere.
     let (_, attempts) = gw
@@ -539,6 +540,35 @@ async fn management_mode_publishes_through_the_http_api_and_needs_routed_true() 
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_egress_policy_refuses_the_resolved_broker_address_in_both_modes() {
+    let broker = broker();
+    let (_conn, channel) = connect(&broker.amqp).await;
+    let exchange = unique("hs-egress");
+    let queue = unique("hs-egress-q");
+    topology(&channel, &exchange, &[(&queue, "k")]).await;
+    // `localhost` is a name: only the gateway's own resolution sees 127.0.0.1 or ::1.
+    let amqp_port = url::Url::parse(&broker.amqp).unwrap().port().unwrap();
+    let management_port = url::Url::parse(&broker.management).unwrap().port().unwrap();
+    let amqp = format!(
+        "  type: rabbitmq\n  rabbitmq: {{url: \"amqp://localhost:{amqp_port}\", exchange: {exchange}, routingKey: k}}\n{RETRY}"
+    );
+    let management = format!(
+        "  type: rabbitmq\n  rabbitmq: {{mode: management, url: \"http://localhost:{management_port}\", exchange: {exchange}, routingKey: k}}\n{RETRY}"
+    );
+    let manifests = format!("{}{}", route("amqp", &amqp), route("mgmt", &management));
+    let gw = Gateway::start_with(&manifests, &["--egress-deny", "127.0.0.0/8,::1/128"]).await;
+    for source in ["in-amqp", "in-mgmt"] {
+        let id = ingest(&gw, source, r#"{"n":1}"#).await;
+        assert_dead_lettered_at_once(&gw, &id, &["denied by the egress policy"]).await;
+    }
+    assert_eq!(
+        depth(&channel, &queue).await,
+        0,
+        "nothing reached the broker"
+    );
+}
+
 /// The private node of the outage test.
 const OUTAGE_NODE: [(&str, &str); 4] = [
     ("HOOKSTREAM_RABBITMQ_NODE", "hookstream-outage"),
@@ -571,13 +601,18 @@ async fn a_broker_outage_loses_nothing() {
         declare_queue(&channel, &queue, true).await;
         connection.close(200, "done".into()).await.unwrap();
     }
-    // Down, with its durable queue kept for when it comes back.
-    run_script("rabbitmq-down", &["--keep"], &OUTAGE_NODE);
-
     let spec = format!(
         "  type: rabbitmq\n  rabbitmq: {{url: \"amqp://127.0.0.1:25682\", exchange: \"\", routingKey: {queue}, timeoutSeconds: 5}}\n{RETRY}"
     );
     let gw = Gateway::start(&route("outage", &spec)).await;
+    // The gateway's connection is up and in use when the broker goes away.
+    let before_body = r#"{"n":"before"}"#.to_owned();
+    let before = ingest(&gw, "in-outage", &before_body).await;
+    gw.wait_event_status(&before, "delivered", Duration::from_secs(20))
+        .await;
+
+    // Down, with its durable queue (and the message in it) kept for when it comes back.
+    run_script("rabbitmq-down", &["--keep"], &OUTAGE_NODE);
     let mut sent = Vec::new();
     for n in 0..5 {
         let body = format!(r#"{{"n":{n},"during":"outage"}}"#);
@@ -615,8 +650,10 @@ async fn a_broker_outage_loses_nothing() {
             .await;
     }
     let (_conn, channel) = connect(&url).await;
+    sent.push((before, before_body));
     let mut got = take(&channel, &queue, sent.len(), Duration::from_secs(10)).await;
     got.sort_by(|a, b| a.body.cmp(&b.body));
+    sent.sort_by(|a, b| a.1.cmp(&b.1));
     for ((id, body), m) in sent.iter().zip(&got) {
         assert_eq!(&m.body, body);
         assert_eq!(m.message_id.as_deref(), Some(id.as_str()));

@@ -31,7 +31,6 @@ use dashmap::DashMap;
 use hookstream_crds::config::{DestinationConfig, ObjectKey, RabbitmqConfig};
 use hookstream_crds::v1alpha1::RabbitmqMode;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::protocol::AMQPErrorKind;
 use lapin::tcp::{AsyncTcpStream, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
@@ -192,10 +191,15 @@ impl Provider for RabbitmqProvider {
         };
         let result = match tokio::time::timeout(limit, publish).await {
             Ok(result) => result,
-            Err(_) => Err(Failure::retryable(format!(
-                "no answer from the broker within {} ms",
-                limit.as_millis()
-            ))),
+            Err(_) => {
+                // A broker that stopped answering without closing the connection: the next
+                // attempt opens a new one rather than waiting on this one again.
+                self.forget(&destination.key);
+                Err(Failure::retryable(format!(
+                    "no answer from the broker within {} ms",
+                    limit.as_millis()
+                )))
+            }
         };
         match result {
             Ok(()) => Sent {
@@ -316,17 +320,25 @@ impl RabbitmqProvider {
             }
         }
         if let Some(old) = guard.take() {
-            tokio::spawn(async move {
-                let _ = old
-                    .connection
-                    .close(200, ShortString::from("replaced"))
-                    .await;
-            });
+            tokio::spawn(close(old));
         }
         let link = self.connect(config, fingerprint).await?;
         let channel = link.channel.clone();
         *guard = Some(link);
         Ok(channel)
+    }
+
+    /// Closes the Destination's connection, if no delivery is opening it right now.
+    fn forget(&self, key: &ObjectKey) {
+        let Some(slot) = self.links.get(key).map(|slot| slot.clone()) else {
+            return;
+        };
+        let Ok(mut guard) = slot.link.try_lock() else {
+            return;
+        };
+        if let Some(old) = guard.take() {
+            tokio::spawn(close(old));
+        }
     }
 
     /// Opens a connection to the broker's allowed addresses and a confirm-mode channel.
@@ -389,6 +401,14 @@ impl RabbitmqProvider {
             (false, _) => Ok(allowed),
         }
     }
+}
+
+/// Closes a connection that is no longer used (it may already be broken).
+async fn close(link: Link) {
+    let _ = link
+        .connection
+        .close(200, ShortString::from("closed by hookstream"))
+        .await;
 }
 
 /// A channel in publisher-confirm mode.
@@ -482,18 +502,18 @@ fn classify(error: &lapin::Error, message: &Outgoing) -> Failure {
     }
 }
 
-/// A failure while connecting or opening the channel.
+/// A failure while connecting (a refused login is 403 ACCESS_REFUSED, an unknown or
+/// forbidden vhost 530 NOT_ALLOWED) or opening the channel.
 fn connect_failure(error: &lapin::Error) -> Failure {
     match error.kind() {
         ErrorKind::ProtocolError(amqp) => {
             let code = amqp.get_id();
-            let what = match amqp.kind() {
-                AMQPErrorKind::Hard(_) => "the broker refused the connection",
-                AMQPErrorKind::Soft(_) => "the broker refused the channel",
-            };
             Failure {
                 permanent: PERMANENT_CODES.contains(&code),
-                error: format!("{what}: {code} {}", amqp.get_message().as_str()),
+                error: format!(
+                    "the broker refused the connection: {code} {}",
+                    amqp.get_message().as_str()
+                ),
             }
         }
         _ => connection_failure(error),
