@@ -126,10 +126,7 @@ async fn run(shared: &Shared, job: Job, event: SharedEvent, probe: bool) -> Comp
             return finish(shared, job, &destination, sent, now);
         }
     };
-    let provider = match shared.providers.for_destination(&destination) {
-        Ok(p) => p,
-        Err(error) => return unattempted(job, Outcome::Cancelled, Some(error)),
-    };
+    let provider = shared.providers.for_destination(&destination);
     let message = Message {
         event: &event,
         payload,

@@ -2,7 +2,8 @@
 //! message and says what came of it. Retries, the circuit breaker, dead-lettering, attempt
 //! records and status are the same for every type and live outside this module.
 //!
-//! Adding a type is a module here plus its line in [`Providers::for_destination`].
+//! Adding a type is a module here, its field in [`Providers`] and its line in
+//! [`Providers::for_destination`].
 
 pub mod aws;
 pub mod egress;
@@ -10,6 +11,7 @@ pub mod eventbridge;
 pub mod http;
 pub mod kafka;
 pub mod pubsub;
+pub mod rabbitmq;
 pub mod s3;
 pub mod sqs;
 pub mod websocket;
@@ -86,6 +88,7 @@ pub struct Providers {
     http: http::HttpProvider,
     kafka: kafka::KafkaProvider,
     pubsub: pubsub::PubsubProvider,
+    rabbitmq: rabbitmq::RabbitmqProvider,
     websocket: websocket::WebsocketProvider,
     sqs: sqs::SqsProvider,
     s3: s3::S3Provider,
@@ -113,6 +116,7 @@ impl Providers {
             http: http::HttpProvider::new(egress.clone())?,
             kafka: kafka::KafkaProvider::new(egress.clone()),
             pubsub: pubsub::PubsubProvider::new(egress.clone()),
+            rabbitmq: rabbitmq::RabbitmqProvider::new(egress.clone())?,
             websocket: websocket::WebsocketProvider::new(hub),
             sqs: sqs::SqsProvider::new(egress.clone())?,
             s3: s3::S3Provider::new(egress.clone())?,
@@ -120,23 +124,17 @@ impl Providers {
         })
     }
 
-    /// The provider of `destination`'s type, or why there is none.
-    pub fn for_destination(
-        &self,
-        destination: &DestinationConfig,
-    ) -> Result<&dyn Provider, String> {
+    /// The provider of `destination`'s type.
+    pub fn for_destination(&self, destination: &DestinationConfig) -> &dyn Provider {
         match destination.kind {
-            DestinationType::Http => Ok(&self.http),
-            DestinationType::Pubsub => Ok(&self.pubsub),
-            DestinationType::Websocket => Ok(&self.websocket),
-            DestinationType::Kafka => Ok(&self.kafka),
-            DestinationType::Sqs => Ok(&self.sqs),
-            DestinationType::S3 => Ok(&self.s3),
-            DestinationType::Eventbridge => Ok(&self.eventbridge),
-            other => Err(format!(
-                "destination type {} is not supported by this gateway",
-                other.as_str()
-            )),
+            DestinationType::Http => &self.http,
+            DestinationType::Sqs => &self.sqs,
+            DestinationType::S3 => &self.s3,
+            DestinationType::Eventbridge => &self.eventbridge,
+            DestinationType::Pubsub => &self.pubsub,
+            DestinationType::Kafka => &self.kafka,
+            DestinationType::Rabbitmq => &self.rabbitmq,
+            DestinationType::Websocket => &self.websocket,
         }
     }
 }
