@@ -607,6 +607,16 @@ struct PreloadedMoto(Child);
 
 impl PreloadedMoto {
     fn start(port: u16, queue: &str) -> PreloadedMoto {
+        PreloadedMoto::with(
+            port,
+            &format!(
+                "from moto.sqs.models import sqs_backends\nsqs_backends[\"{ACCOUNT}\"][\"{REGION}\"].create_queue(\"{queue}\")"
+            ),
+        )
+    }
+
+    /// A moto server that runs `setup` (Python, on moto's backends) before it listens.
+    fn with(port: u16, setup: &str) -> PreloadedMoto {
         let cache = std::env::var("HOOKSTREAM_MOTO_CACHE").unwrap_or_else(|_| {
             format!("{}/.cache/hookstream-moto", std::env::var("HOME").unwrap())
         });
@@ -614,8 +624,7 @@ impl PreloadedMoto {
             r#"
 import sys, time
 from moto.server import ThreadedMotoServer
-from moto.sqs.models import sqs_backends
-sqs_backends["{ACCOUNT}"]["{REGION}"].create_queue("{queue}")
+{setup}
 ThreadedMotoServer(ip_address="127.0.0.1", port={port}, verbose=False).start()
 while True:
     time.sleep(3600)
@@ -866,4 +875,168 @@ async fn an_endpoint_that_resolves_to_a_denied_range_is_refused_at_once() {
     let error = tried[0]["error"].as_str().unwrap();
     assert!(error.contains("denied by the egress policy"), "{error}");
     assert_eq!(tried[0]["is_dlq"], 1);
+}
+
+/// An S3 bucket that does not exist, and an EventBridge bus that does not exist: each is
+/// dead-lettered after its first attempt with the service's own words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_or_bus_dead_letters_at_once_with_the_services_words() {
+    let endpoint = moto();
+    let retry = "  retry: {maxRetries: 20, backoff: fixed, intervals: [1s]}\n";
+    let cases = [
+        (
+            format!(
+                "  type: s3\n  credentialsRef: {{name: aws}}\n  s3: {{bucket: {}, region: {REGION}, forcePathStyle: true, endpointUrl: \"{endpoint}\"}}\n{retry}",
+                unique("no-such-bucket")
+            ),
+            "NoSuchBucket",
+        ),
+        (
+            format!(
+                "  type: eventbridge\n  credentialsRef: {{name: aws}}\n  eventbridge: {{eventBusArn: {}, region: {REGION}, endpointUrl: \"{endpoint}\"}}\n{retry}",
+                unique("no-such-bus")
+            ),
+            "does not exist",
+        ),
+    ];
+    for (spec, words) in cases {
+        let gw = Gateway::start(&manifests(&spec)).await;
+        let id = ingest(&gw, r#"{"a":1}"#).await;
+        gw.wait_event_status(&id, "failed", Duration::from_secs(20))
+            .await;
+        let tried = attempts(&gw, &id).await;
+        assert_eq!(tried.len(), 1, "not retried: {tried:?}");
+        let error = tried[0]["error"].as_str().unwrap();
+        assert!(error.contains(words), "{error}");
+        assert_eq!(tried[0]["is_dlq"], 1, "{}", tried[0]);
+        assert_no_secret(&gw, &[id]).await;
+    }
+}
+
+/// While the S3 and EventBridge endpoint is down every delivery fails and is retried; once
+/// it is back (with the bucket) each event is stored or put exactly as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_and_eventbridge_outage_loses_nothing_once_the_server_is_back() {
+    moto(); // installs moto when missing
+    let port = free_port();
+    let endpoint = moto_up(Some(port));
+    let private = PrivateMoto(port);
+    let bucket = unique("outage-bucket");
+    let spec = format!(
+        "  type: s3\n  credentialsRef: {{name: aws}}\n  s3: {{bucket: {bucket}, region: {REGION}, format: raw, forcePathStyle: true, endpointUrl: \"{endpoint}\", timeoutSeconds: 2}}\n  retry: {{maxRetries: 20, backoff: fixed, intervals: [1s]}}\n  circuitBreaker: {NO_CIRCUIT}\n"
+    );
+    let bus = format!(
+        r#"
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: bus, namespace: t}}
+spec:
+  type: eventbridge
+  credentialsRef: {{name: aws}}
+  eventbridge: {{region: {REGION}, endpointUrl: "{endpoint}", timeoutSeconds: 2}}
+  retry: {{maxRetries: 20, backoff: fixed, intervals: [1s]}}
+  circuitBreaker: {NO_CIRCUIT}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Connection
+metadata: {{name: c2, namespace: t}}
+spec: {{source: in, destination: bus}}
+"#
+    );
+    let gw = Gateway::start(&format!("{}{bus}", manifests(&spec))).await;
+    drop(private);
+
+    let bodies: Vec<String> = (0..4).map(|i| json!({"n": i}).to_string()).collect();
+    let mut ids = Vec::new();
+    for body in &bodies {
+        ids.push(ingest(&gw, body).await);
+    }
+    // Both destinations of every event fail at least once while the server is down.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let tried = attempts(&gw, id).await;
+            let failed = |service: &str| {
+                tried.iter().any(|a| {
+                    a["status"] == "failed"
+                        && a["is_dlq"] == 0
+                        && a["error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains(&format!("cannot reach {service}")))
+                })
+            };
+            if failed("S3") && failed("EventBridge") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no retried failure of both for {id}: {tried:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let _server = PreloadedMoto::with(
+        port,
+        &format!(
+            "from moto.s3.models import s3_backends\ns3_backends[\"{ACCOUNT}\"][\"aws\"].create_bucket(\"{bucket}\", \"{REGION}\")"
+        ),
+    );
+    for id in &ids {
+        gw.wait_event_status(id, "delivered", Duration::from_secs(30))
+            .await;
+    }
+    let config = sdk_config(&endpoint).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    for (id, body) in ids.iter().zip(&bodies) {
+        let tried = attempts(&gw, id).await;
+        let last_of = |kind: &str| {
+            tried
+                .iter()
+                .rev()
+                .find(|a| a["destination_name"] == kind)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(last_of("out")["status"], "success", "{tried:?}");
+        assert_eq!(last_of("bus")["status"], "success", "{tried:?}");
+        let detail = gw
+            .get(&format!(
+                "/v1/delivery-attempts/{}",
+                last_of("out")["id"].as_str().unwrap()
+            ))
+            .await
+            .1;
+        let key = detail["provider_result"]["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let object = s3
+            .get_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let stored = object.body.collect().await.unwrap().into_bytes();
+        assert_eq!(String::from_utf8_lossy(&stored), *body, "{key}");
+        let detail = gw
+            .get(&format!(
+                "/v1/delivery-attempts/{}",
+                last_of("bus")["id"].as_str().unwrap()
+            ))
+            .await
+            .1;
+        assert!(
+            detail["provider_result"]["entry_id"].is_string(),
+            "{detail}"
+        );
+    }
+    let listed = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    assert_eq!(listed.contents().len(), ids.len(), "each event stored once");
 }
