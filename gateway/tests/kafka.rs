@@ -75,6 +75,17 @@ fn kafka_sasl() -> String {
     format!("{host}:{}", port.parse::<u16>().unwrap() + 2)
 }
 
+/// The shared broker's SSL address and the PEM of the CA that signed its certificate
+/// (`scripts/kafka-up` makes both; the CA is not among the system's roots).
+fn kafka_tls() -> (String, String) {
+    let (host, port) = kafka().rsplit_once(':').unwrap();
+    let state = std::env::var("HOOKSTREAM_KAFKA_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| scripts().join(".kafka"));
+    let ca = std::fs::read_to_string(state.join("tls/ca.pem")).unwrap();
+    (format!("{host}:{}", port.parse::<u16>().unwrap() + 3), ca)
+}
+
 /// A topic name no other test uses.
 fn unique_topic(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -581,5 +592,79 @@ async fn egress_policy_refuses_the_brokers() {
     assert!(
         error.contains("denied by the egress policy") && error.contains("127.0.0.0/8"),
         "{error}"
+    );
+}
+
+/// TLS with the certificate authority from a Secret delivers; without it (the system's roots
+/// do not know the broker's CA) every attempt fails on the certificate. SASL PLAIN with the
+/// Secret's username and password delivers too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_from_a_secret_and_sasl_plain_deliver() {
+    use base64::Engine as _;
+    let bootstrap = kafka();
+    let (tls, ca) = kafka_tls();
+    let topic = unique_topic("tls");
+    create_topic(bootstrap, &topic, 1).await;
+    let retry = "{maxRetries: 1, backoff: fixed, intervals: [1s]}";
+    let trusted = kafka_spec(
+        &tls,
+        &topic,
+        "    tls: {caSecretRef: {name: kafka-tls, key: ca.pem}}\n    timeoutSeconds: 10\n",
+        retry,
+    );
+    let untrusted = kafka_spec(&tls, &topic, "    tls: {}\n    timeoutSeconds: 5\n", retry);
+    let plain = kafka_spec(
+        &kafka_sasl(),
+        &topic,
+        "    saslMechanism: PLAIN\n    timeoutSeconds: 10\n  credentialsRef: {name: kafka-creds}\n",
+        retry,
+    );
+    let mut manifests = common::single_route(&trusted);
+    for (name, spec) in [("untrusted", &untrusted), ("plain", &plain)] {
+        manifests.push_str(&format!(
+            "---\napiVersion: hookstream.io/v1alpha1\nkind: Destination\nmetadata: {{name: {name}, namespace: t}}\nspec:\n{spec}---\napiVersion: hookstream.io/v1alpha1\nkind: Connection\nmetadata: {{name: to-{name}, namespace: t}}\nspec: {{source: in, destination: {name}}}\n"
+        ));
+    }
+    manifests.push_str(&format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: kafka-tls, namespace: t}}\ndata: {{ca.pem: {}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: kafka-creds, namespace: t}}\nstringData: {{username: {SASL_USER}, password: {SASL_PASSWORD}}}\n",
+        base64::engine::general_purpose::STANDARD.encode(&ca)
+    ));
+    let gw = Gateway::start(&manifests).await;
+    let id = ingest_id(&gw, r#"{"over":"tls"}"#).await;
+
+    // Two records: one over TLS, one over SASL PLAIN.
+    let records = read_back(bootstrap, &topic, 1, 2, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records
+        .iter()
+        .all(|r| r.headers["hookstream-event-id"] == id));
+    for destination in ["out", "plain"] {
+        let tries = attempts(&gw, &id, destination).await;
+        assert_eq!(tries.len(), 1, "{destination}: {tries:?}");
+        assert_eq!(tries[0]["status"], "success", "{destination}: {tries:?}");
+    }
+
+    // Without the CA the handshake fails, and says why.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let failed = loop {
+        let tries = attempts(&gw, &id, "untrusted").await;
+        if tries.iter().any(|a| a["is_dlq"] == 1) {
+            break tries;
+        }
+        assert!(Instant::now() < deadline, "no dead letter: {tries:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(failed.iter().all(|a| a["status"] == "failed"), "{failed:?}");
+    let detail = attempt(&gw, failed.last().unwrap()).await;
+    let error = detail["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(
+        error.contains("certificate") || error.contains("ssl"),
+        "{detail}"
+    );
+    let records = read_back(bootstrap, &topic, 1, 3, Duration::from_secs(2)).await;
+    assert_eq!(
+        records.len(),
+        2,
+        "nothing arrived without the CA: {records:?}"
     );
 }

@@ -534,10 +534,18 @@ impl Diagnostics {
         })
     }
 
-    /// Keeps the error the client just reported.
+    /// Keeps the error the client just reported. "All brokers are down" follows the error
+    /// that brought the last one down (a refused connection, a failed TLS handshake): it
+    /// does not replace a recent one, which says why.
     fn record(&self, code: RDKafkaErrorCode, reason: String) {
         let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         let slot = usize::from(is_permanent(code));
+        let explained = last[slot]
+            .as_ref()
+            .is_some_and(|(at, _, _)| at.elapsed() < SUMMARY_WINDOW);
+        if code == RDKafkaErrorCode::AllBrokersDown && explained {
+            return;
+        }
         last[slot] = Some((Instant::now(), code, reason));
     }
 
@@ -553,6 +561,9 @@ impl Diagnostics {
             .map(|(_, code, reason)| (*code, reason.clone()))
     }
 }
+
+/// How recent an error must be to explain a following "all brokers are down".
+const SUMMARY_WINDOW: Duration = Duration::from_secs(10);
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
