@@ -662,3 +662,86 @@ async fn a_broker_outage_loses_nothing() {
     assert_eq!(depth(&channel, &queue).await, 0, "each event exactly once");
     drop(node);
 }
+
+/// The broker's open connections of `user` (management API).
+async fn connections_of(management: &str, user: &str) -> usize {
+    let base = url::Url::parse(management).unwrap();
+    let origin = format!(
+        "http://{}:{}",
+        base.host_str().unwrap(),
+        base.port().unwrap()
+    );
+    let list: Value = reqwest::Client::new()
+        .get(format!("{origin}/api/connections"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["user"] == user)
+        .count()
+}
+
+/// A Destination that is deleted leaves no connection open: a tenant who creates and deletes
+/// Destinations cannot pile connections up on the gateway or on the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_destination_closes_its_connection() {
+    let broker = broker();
+    let (_conn, channel) = connect(&broker.amqp).await;
+    let exchange = unique("hs-gone");
+    let queue = unique("hs-gone-q");
+    topology(&channel, &exchange, &[(&queue, "k")]).await;
+    let user = unique("hs-gone-user");
+    create_user(&broker.management, &user, "pw-gone-1").await;
+    let spec = format!(
+        "  type: rabbitmq\n  credentialsRef: {{name: creds}}\n  rabbitmq: {{url: \"amqp://{}\", exchange: {exchange}, routingKey: k}}\n{RETRY}",
+        broker.amqp_address()
+    );
+    let kept = route(
+        "kept",
+        "  type: http\n  http: {url: \"http://127.0.0.1:9/unused\"}",
+    );
+    let with_destination = format!(
+        "{}{}{kept}",
+        secret("creds", &user, "pw-gone-1"),
+        route("amqp", &spec)
+    );
+    let gw = Gateway::start(&with_destination).await;
+    let id = ingest(&gw, "in-amqp", r#"{"n":1}"#).await;
+    gw.wait_event_status(&id, "delivered", Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        take(&channel, &queue, 1, Duration::from_secs(5))
+            .await
+            .len(),
+        1
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while connections_of(&broker.management, &user).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the delivery's connection is not listed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The Destination and its Connection leave the manifests.
+    std::fs::write(
+        gw.manifests_dir().join("main.yaml"),
+        format!("{}{kept}", secret("creds", &user, "pw-gone-1")),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while connections_of(&broker.management, &user).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted Destination's connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -211,6 +211,10 @@ pub async fn start(
         sandbox: setup.sandbox.clone(),
         dispatcher: dispatcher.clone(),
     });
+    tokio::spawn(forget_deleted_destinations(
+        shared.clone(),
+        shutdown.clone(),
+    ));
     let handle = tokio::spawn(dispatcher::run(
         shared,
         notices_rx,
@@ -218,6 +222,29 @@ pub async fn start(
         shutdown,
     ));
     Ok((dispatcher, handle))
+}
+
+/// After each config change, the providers drop what they keep for Destinations that are
+/// gone (clients, producers, connections).
+async fn forget_deleted_destinations(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut config = shared.config.clone();
+    loop {
+        tokio::select! {
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        let live: std::collections::HashSet<ObjectKey> = config
+            .borrow_and_update()
+            .destinations
+            .keys()
+            .cloned()
+            .collect();
+        shared.providers.retain(&live);
+    }
 }
 
 /// The destination a job delivers to.

@@ -28,7 +28,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use hookstream_crds::config::AwsConfig;
+use hookstream_crds::config::{AwsConfig, ObjectKey};
 use http_body_util::BodyExt as _;
 
 use super::egress::{self, Egress};
@@ -193,6 +193,11 @@ fn connector_error(e: reqwest::Error) -> ConnectorError {
     }
 }
 
+/// The cache key of a destination's client.
+pub fn key_of(key: &ObjectKey) -> String {
+    format!("{}/{}", key.namespace, key.name)
+}
+
 /// Built SDK clients by destination key, each with the settings it was built from: a
 /// destination's client is reused until its settings change.
 pub struct Clients<S, C> {
@@ -220,6 +225,12 @@ impl<S: PartialEq + Clone, C: Clone> Clients<S, C> {
         self.lock()
             .insert(key.to_owned(), (settings.clone(), client.clone()));
         client
+    }
+
+    /// Drops the clients of destinations not in `live`.
+    pub fn retain(&self, live: &std::collections::HashSet<ObjectKey>) {
+        let live: std::collections::HashSet<String> = live.iter().map(key_of).collect();
+        self.lock().retain(|key, _| live.contains(key));
     }
 
     fn cached(&self, key: &str, settings: &S) -> Option<C> {

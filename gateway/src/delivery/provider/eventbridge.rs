@@ -44,7 +44,7 @@ impl EventbridgeProvider {
         destination: &DestinationConfig,
         config: &EventbridgeConfig,
     ) -> aws_sdk_eventbridge::Client {
-        let key = format!("{}/{}", destination.key.namespace, destination.key.name);
+        let key = super::aws::key_of(&destination.key);
         self.clients
             .get(&key, &config.aws, async {
                 let shared = self.http.sdk_config(&config.aws, None).await;
@@ -68,6 +68,10 @@ pub fn detail(payload: &[u8]) -> String {
 
 #[async_trait]
 impl Provider for EventbridgeProvider {
+    fn retain(&self, live: &std::collections::HashSet<hookstream_crds::config::ObjectKey>) {
+        self.clients.retain(live);
+    }
+
     async fn deliver(&self, destination: &DestinationConfig, message: Message<'_>) -> Sent {
         let started = Instant::now();
         let Some(config) = &destination.eventbridge else {

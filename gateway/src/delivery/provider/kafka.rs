@@ -200,6 +200,22 @@ impl KafkaProvider {
 
 #[async_trait]
 impl Provider for KafkaProvider {
+    fn retain(&self, live: &std::collections::HashSet<ObjectKey>) {
+        let gone: Vec<Arc<Cached>> = {
+            let mut producers = self.lock();
+            let keys: Vec<ObjectKey> = producers
+                .keys()
+                .filter(|k| !live.contains(k))
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| producers.remove(k)).collect()
+        };
+        // Destroying a producer waits for librdkafka's threads: not on the runtime's.
+        if !gone.is_empty() {
+            tokio::task::spawn_blocking(move || drop(gone));
+        }
+    }
+
     async fn deliver(&self, destination: &DestinationConfig, message: Message<'_>) -> Sent {
         let Some(config) = &destination.kafka else {
             return Sent {

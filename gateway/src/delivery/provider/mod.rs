@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hookstream_crds::config::{DestinationConfig, PayloadValue};
+use std::collections::HashSet;
+
+use hookstream_crds::config::{DestinationConfig, ObjectKey, PayloadValue};
 use hookstream_crds::v1alpha1::DestinationType;
 use hookstream_transform::sandbox::Sandbox;
 
@@ -80,6 +82,10 @@ pub struct Sent {
 pub trait Provider: Send + Sync {
     /// Sends `message` to `destination`, waiting at most the destination's timeout.
     async fn deliver(&self, destination: &DestinationConfig, message: Message<'_>) -> Sent;
+
+    /// Drops the clients and connections kept for destinations not in `live` (deleted ones),
+    /// so that a tenant who creates and deletes Destinations leaves nothing open.
+    fn retain(&self, _live: &HashSet<ObjectKey>) {}
 }
 
 /// The provider of every destination type this gateway delivers to; connections and clients
@@ -122,6 +128,21 @@ impl Providers {
             s3: s3::S3Provider::new(egress.clone())?,
             eventbridge: eventbridge::EventbridgeProvider::new(egress)?,
         })
+    }
+
+    /// Drops what every provider keeps for destinations not in `live`.
+    pub fn retain(&self, live: &HashSet<ObjectKey>) {
+        let all: [&dyn Provider; 6] = [
+            &self.sqs,
+            &self.s3,
+            &self.eventbridge,
+            &self.pubsub,
+            &self.kafka,
+            &self.rabbitmq,
+        ];
+        for provider in all {
+            provider.retain(live);
+        }
     }
 
     /// The provider of `destination`'s type.

@@ -83,6 +83,10 @@ impl PubsubProvider {
 
 #[async_trait]
 impl Provider for PubsubProvider {
+    fn retain(&self, live: &std::collections::HashSet<ObjectKey>) {
+        self.clients.retain(|key, _| live.contains(key));
+    }
+
     async fn deliver(&self, destination: &DestinationConfig, message: Message<'_>) -> Sent {
         let started = Instant::now();
         let Some(config) = &destination.pubsub else {

@@ -168,6 +168,25 @@ impl RabbitmqProvider {
 
 #[async_trait]
 impl Provider for RabbitmqProvider {
+    fn retain(&self, live: &std::collections::HashSet<ObjectKey>) {
+        let gone: Vec<ObjectKey> = self
+            .links
+            .iter()
+            .map(|entry| entry.key().clone())
+            .filter(|key| !live.contains(key))
+            .collect();
+        for key in gone {
+            if let Some((_, slot)) = self.links.remove(&key) {
+                // The connection is closed politely, so the broker lets it go at once.
+                tokio::spawn(async move {
+                    if let Some(link) = slot.link.lock().await.take() {
+                        close(link).await;
+                    }
+                });
+            }
+        }
+    }
+
     async fn deliver(&self, destination: &DestinationConfig, message: Message<'_>) -> Sent {
         let started = Instant::now();
         let Some(config) = &destination.rabbitmq else {

@@ -43,7 +43,7 @@ impl S3Provider {
 
     async fn client(&self, destination: &DestinationConfig, s3: &S3Config) -> aws_sdk_s3::Client {
         let settings = (s3.aws.clone(), s3.force_path_style);
-        let key = format!("{}/{}", destination.key.namespace, destination.key.name);
+        let key = super::aws::key_of(&destination.key);
         self.clients
             .get(&key, &settings, async {
                 let shared = self.http.sdk_config(&s3.aws, None).await;
@@ -59,6 +59,10 @@ impl S3Provider {
 
 #[async_trait]
 impl Provider for S3Provider {
+    fn retain(&self, live: &std::collections::HashSet<hookstream_crds::config::ObjectKey>) {
+        self.clients.retain(live);
+    }
+
     async fn deliver(&self, destination: &DestinationConfig, message: Message<'_>) -> Sent {
         let started = Instant::now();
         let Some(s3) = &destination.s3 else {

@@ -39,7 +39,7 @@ impl SqsProvider {
     ) -> aws_sdk_sqs::Client {
         let endpoint = endpoint(sqs);
         let settings = (sqs.aws.clone(), endpoint.clone());
-        let key = format!("{}/{}", destination.key.namespace, destination.key.name);
+        let key = super::aws::key_of(&destination.key);
         self.clients
             .get(&key, &settings, async {
                 let shared = self.http.sdk_config(&sqs.aws, endpoint.as_deref()).await;
@@ -69,6 +69,10 @@ fn endpoint(sqs: &SqsConfig) -> Option<String> {
 
 #[async_trait]
 impl Provider for SqsProvider {
+    fn retain(&self, live: &std::collections::HashSet<hookstream_crds::config::ObjectKey>) {
+        self.clients.retain(live);
+    }
+
     async fn deliver(&self, destination: &DestinationConfig, message: Message<'_>) -> Sent {
         let started = Instant::now();
         let Some(sqs) = &destination.sqs else {
