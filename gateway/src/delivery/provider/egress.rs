@@ -51,6 +51,30 @@ impl Egress {
         Ok(())
     }
 
+    /// The addresses of `resolved` a delivery may connect to, in order; when none is left,
+    /// the first refusal (`None` when nothing was resolved at all).
+    pub fn allowed(
+        &self,
+        resolved: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<Vec<SocketAddr>, Option<EgressDenied>> {
+        let mut denied = None;
+        let allowed: Vec<SocketAddr> = resolved
+            .into_iter()
+            .filter(|address| match self.check(*address) {
+                Ok(()) => true,
+                Err(e) => {
+                    denied.get_or_insert(e);
+                    false
+                }
+            })
+            .collect();
+        if allowed.is_empty() {
+            Err(denied)
+        } else {
+            Ok(allowed)
+        }
+    }
+
     /// Whether `url` names a literal address that may not be reached, or a host name on the
     /// gateway's own port that resolves to this host. Other host names are checked when the
     /// client resolves them ([`Egress::resolver`]).
@@ -116,22 +140,15 @@ impl Resolve for PolicyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let egress = self.egress.clone();
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            let mut denied = None;
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|a| match egress.policy.check(a.ip()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        denied.get_or_insert(e);
-                        false
-                    }
-                })
-                .collect();
-            match (allowed.is_empty(), denied) {
-                (true, Some(e)) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
-                _ => Ok(Box::new(allowed.into_iter()) as Addrs),
+            // Port 0: the gateway's own address is refused by port where the client
+            // connects (`check_url`); here the policy's ranges decide.
+            let resolved = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            match egress.allowed(resolved) {
+                Ok(allowed) => Ok(Box::new(allowed.into_iter()) as Addrs),
+                Err(Some(denied)) => {
+                    Err(Box::new(denied) as Box<dyn std::error::Error + Send + Sync>)
+                }
+                Err(None) => Ok(Box::new(Vec::new().into_iter()) as Addrs),
             }
         })
     }

@@ -344,14 +344,13 @@ struct CheckedConnector {
 impl CheckedConnector {
     /// A TCP connection to the first allowed address that accepts one.
     async fn connect(&self) -> Result<TokioIo<TcpStream>, std::io::Error> {
-        let addresses = tokio::net::lookup_host((self.host.as_str(), self.port)).await?;
-        let mut refusal = None;
+        let resolved = tokio::net::lookup_host((self.host.as_str(), self.port)).await?;
+        let (allowed, refusal) = match self.egress.allowed(resolved) {
+            Ok(allowed) => (allowed, None),
+            Err(refusal) => (Vec::new(), refusal),
+        };
         let mut last_error = None;
-        for address in addresses {
-            if let Err(e) = self.egress.check(address) {
-                refusal.get_or_insert(e);
-                continue;
-            }
+        for address in allowed {
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);

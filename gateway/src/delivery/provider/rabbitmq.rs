@@ -403,22 +403,12 @@ impl RabbitmqProvider {
             .await
             .map_err(|e| Failure::retryable(format!("cannot resolve {host}: {e}")))?
             .collect();
-        let mut denied = None;
-        let allowed: Vec<SocketAddr> = resolved
-            .into_iter()
-            .filter(|address| match self.egress.check(*address) {
-                Ok(()) => true,
-                Err(e) => {
-                    denied.get_or_insert(e);
-                    false
-                }
+        self.egress
+            .allowed(resolved)
+            .map_err(|denied| match denied {
+                Some(denied) => Failure::permanent(denied.to_string()),
+                None => Failure::retryable(format!("{host} resolves to no address")),
             })
-            .collect();
-        match (allowed.is_empty(), denied) {
-            (true, Some(denied)) => Err(Failure::permanent(denied.to_string())),
-            (true, None) => Err(Failure::retryable(format!("{host} resolves to no address"))),
-            (false, _) => Ok(allowed),
-        }
     }
 }
 
