@@ -11,7 +11,7 @@ use crate::v1alpha1::{
     RabbitmqDestination, RabbitmqMode, S3Destination, S3Format, SqsDestination, Transform,
 };
 
-use super::destination::MAX_TIMEOUT_SECONDS;
+use super::destination::{check_egress, MAX_TIMEOUT_SECONDS};
 use super::{check_transform, Ctx, Reason};
 
 const DEFAULT_TIMEOUT_SECONDS: u32 = 30;
@@ -117,14 +117,6 @@ fn endpoint_url(ctx: &mut Ctx<'_>, field: &str, url: &str) {
     }
 }
 
-fn check_egress(ctx: &mut Ctx<'_>, field: &str, address: Option<std::net::IpAddr>) {
-    if let Some(address) = address {
-        if let Err(denied) = ctx.egress.check(address) {
-            ctx.error(field, Reason::EgressDenied, denied.to_string());
-        }
-    }
-}
-
 /// `host:port` with a port; its literal address, if any, allowed by the egress policy.
 fn host_port(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<String> {
     let text = text.trim();
@@ -139,12 +131,7 @@ fn host_port(ctx: &mut Ctx<'_>, field: &str, text: &str) -> Option<String> {
         );
         return None;
     };
-    let address = match u.host() {
-        Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
-        Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
-        _ => None,
-    };
-    check_egress(ctx, field, address);
+    check_egress(ctx, field, crate::egress::literal_host(u.as_str()));
     Some(text.to_owned())
 }
 

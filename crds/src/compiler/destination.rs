@@ -125,7 +125,7 @@ fn compile_http(ctx: &mut Ctx<'_>, given: Option<&HttpDestination>) -> Option<Ht
         return None;
     };
     check_url(ctx, &h.url);
-    check_egress(ctx, &h.url);
+    check_egress(ctx, "spec.http.url", crate::egress::literal_host(&h.url));
     // The CRD schema bounds it too; manifests read without an API server are
     // checked here. Delivery leases rely on this bound.
     let timeout_seconds = h.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
@@ -155,12 +155,11 @@ fn compile_http(ctx: &mut Ctx<'_>, given: Option<&HttpDestination>) -> Option<Ht
 
 /// A URL whose host is a literal address must be one the egress policy allows (a host
 /// name is checked by the gateway each time it connects).
-fn check_egress(ctx: &mut Ctx<'_>, url: &str) {
-    let Some(address) = crate::egress::literal_host(url) else {
-        return;
-    };
-    if let Err(denied) = ctx.egress.check(address) {
-        ctx.error("spec.http.url", Reason::EgressDenied, denied.to_string());
+pub(super) fn check_egress(ctx: &mut Ctx<'_>, field: &str, address: Option<std::net::IpAddr>) {
+    if let Some(address) = address {
+        if let Err(denied) = ctx.egress.check(address) {
+            ctx.error(field, Reason::EgressDenied, denied.to_string());
+        }
     }
 }
 

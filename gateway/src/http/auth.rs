@@ -123,11 +123,13 @@ async fn check(auth: &ApiAuth, headers: &HeaderMap) -> Result<Caller, (ApiError,
             true,
         ))
     };
+    // A key, from either header.
+    let as_key = |key: Option<&str>| match key.and_then(|k| auth.keys.scope_of(k)) {
+        Some(scope) => Ok(Caller::Key(scope)),
+        None => refused("invalid API key"),
+    };
     if let Some(key) = headers.get("x-api-key") {
-        return match key.to_str().ok().and_then(|k| auth.keys.scope_of(k)) {
-            Some(scope) => Ok(Caller::Key(scope)),
-            None => refused("invalid API key"),
-        };
+        return as_key(key.to_str().ok());
     }
     let Some(token) = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -141,10 +143,7 @@ async fn check(auth: &ApiAuth, headers: &HeaderMap) -> Result<Caller, (ApiError,
         return refused("missing X-API-Key header (or Authorization: Bearer with a key or, in a cluster, a ServiceAccount token)");
     };
     if crate::access::well_formed(token) {
-        return match auth.keys.scope_of(token) {
-            Some(scope) => Ok(Caller::Key(scope)),
-            None => refused("invalid API key"),
-        };
+        return as_key(Some(token));
     }
     let Some(authority) = &auth.tokens else {
         return refused("invalid API key (ServiceAccount tokens are accepted only by a gateway running in a cluster)");

@@ -129,7 +129,7 @@ pub fn parse_body(body: &[u8]) -> Value {
 
 /// The transform's input (the parsed body, or the body as a string when it is not JSON) and
 /// its bindings: `$headers`, `$query`, `$method` and `$event` (the whole envelope).
-pub fn transform_input(event: &NewEvent) -> (Value, Vec<(&'static str, Value)>) {
+pub fn transform_input(event: &NewEvent) -> (Value, Vec<(String, Value)>) {
     let body = parse_body(&event.body);
     let headers = headers_object(&event.headers);
     let query = query_object(&event.query);
@@ -147,10 +147,10 @@ pub fn transform_input(event: &NewEvent) -> (Value, Vec<(&'static str, Value)>) 
         "received_at": rfc3339(event.received_at),
     });
     let bindings = vec![
-        ("headers", headers),
-        ("query", query),
-        ("method", Value::String(event.method.clone())),
-        ("event", envelope),
+        ("headers".to_owned(), headers),
+        ("query".to_owned(), query),
+        ("method".to_owned(), Value::String(event.method.clone())),
+        ("event".to_owned(), envelope),
     ];
     (body, bindings)
 }

@@ -48,10 +48,6 @@ pub async fn payload(
         });
     }
     let (input, bindings) = transform_input(event);
-    let bindings: Vec<(String, Value)> = bindings
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
     let mut stages = Vec::with_capacity(2);
     let mut names = Vec::with_capacity(2);
     if let Some(expression) = &route.transform {

@@ -26,10 +26,7 @@ pub async fn evaluate(
             let (_, bindings) = transform_input(event);
             let stage = Stage {
                 expression: expression.clone(),
-                bindings: bindings
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
+                bindings,
             };
             sandbox
                 .evaluate(input, vec![stage])
