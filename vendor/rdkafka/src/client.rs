@@ -14,7 +14,8 @@
 use std::error::Error;
 use std::ffi::{CStr, CString};
 use std::mem::ManuallyDrop;
-use std::os::raw::c_char;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::raw::{c_char, c_int};
 use std::ptr;
 use std::string::ToString;
 use std::sync::Arc;
@@ -57,6 +58,12 @@ pub trait ClientContext: Send + Sync {
     /// This parameter is only relevant when using the `OAUTHBEARER` SASL
     /// mechanism.
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = false;
+
+    /// Whether to ask [`ClientContext::allow_connect`] before each connection
+    /// to a broker.
+    ///
+    /// If disabled, librdkafka connects to every address it resolves.
+    const ENABLE_CONNECT_FILTER: bool = false;
 
     /// Receives log lines from librdkafka.
     ///
@@ -132,6 +139,21 @@ pub trait ClientContext: Send + Sync {
         _oauthbearer_config: Option<&str>,
     ) -> Result<OAuthToken, Box<dyn Error>> {
         Err("Default implementation of generate_oauth_token must be overridden".into())
+    }
+
+    /// Whether the client may connect to `address`, one of the addresses the
+    /// broker `broker` (librdkafka's name for it, such as
+    /// `sasl_ssl://host:9092/1`) resolved to.
+    ///
+    /// Called on librdkafka's broker threads, right before each connection,
+    /// with the address the socket is about to connect to; it must not block.
+    /// A refused address fails that connection attempt as `EACCES` would;
+    /// librdkafka then tries the broker's next address. For this method to be
+    /// called, [`ClientContext::ENABLE_CONNECT_FILTER`] must be true.
+    ///
+    /// The default implementation allows every address.
+    fn allow_connect(&self, _broker: &str, _address: SocketAddr) -> bool {
+        true
     }
 
     // NOTE: when adding a new method, remember to add it to the
@@ -213,6 +235,71 @@ impl<T> From<EventPollResult<T>> for Option<T> {
     }
 }
 
+/// librdkafka's `connect_cb`: asks the context whether the address may be
+/// reached, then connects the non-blocking socket as librdkafka itself would.
+/// Returns 0 once connected or connecting, else the error number.
+unsafe extern "C" fn native_connect_cb<C: ClientContext>(
+    sockfd: c_int,
+    addr: *const libc::sockaddr,
+    addrlen: c_int,
+    id: *const c_char,
+    opaque: *mut c_void,
+) -> c_int {
+    let address = socket_addr(addr, addrlen);
+    let broker = if id.is_null() {
+        String::new()
+    } else {
+        CStr::from_ptr(id).to_string_lossy().into_owned()
+    };
+    // The opaque is the client's context (see `Client::new_context_arc`).
+    let context = &*(opaque as *const C);
+    let allowed = address.is_some_and(|address| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            context.allow_connect(&broker, address)
+        }))
+        .unwrap_or(false)
+    });
+    if !allowed {
+        return libc::EACCES;
+    }
+    if libc::connect(sockfd, addr, addrlen as libc::socklen_t) == -1 {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::ECONNREFUSED);
+        if errno != libc::EINPROGRESS {
+            return errno;
+        }
+    }
+    0
+}
+
+/// The IPv4 or IPv6 address `addr` holds; `None` for another family.
+unsafe fn socket_addr(addr: *const libc::sockaddr, addrlen: c_int) -> Option<SocketAddr> {
+    if addr.is_null() {
+        return None;
+    }
+    let len = usize::try_from(addrlen).ok()?;
+    match c_int::from((*addr).sa_family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            let v4 = ptr::read_unaligned(addr as *const libc::sockaddr_in);
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)),
+                u16::from_be(v4.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            let v6 = ptr::read_unaligned(addr as *const libc::sockaddr_in6);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(v6.sin6_addr.s6_addr),
+                u16::from_be(v6.sin6_port),
+                v6.sin6_flowinfo,
+                v6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// A low-level rdkafka client.
 ///
 /// This type is the basis of the consumers and producers in the [`consumer`]
@@ -254,6 +341,14 @@ impl<C: ClientContext> Client<C> {
                 Arc::as_ptr(&context) as *mut c_void,
             )
         };
+        if C::ENABLE_CONNECT_FILTER {
+            unsafe {
+                rdsys::rd_kafka_conf_set_connect_cb(
+                    native_config.ptr(),
+                    Some(native_connect_cb::<C>),
+                )
+            };
+        }
         native_config.set("log.queue", "true")?;
 
         let client_ptr = unsafe {

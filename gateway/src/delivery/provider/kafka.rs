@@ -11,12 +11,14 @@
 //! when they change. librdkafka retries within an attempt on its own; an attempt ends with
 //! the delivery report or after the Destination's timeout (`message.timeout.ms`).
 //!
-//! Egress: librdkafka resolves and connects by itself and this crate offers no hook to
-//! resolve the brokers' names for it, so the addresses are checked around it: every address
-//! each bootstrap server resolves to is checked before the producer is made and before each
-//! attempt, and the brokers the cluster advertises (metadata) are checked before a new
-//! producer sends its first record (and again after any failure). A denied address fails the
-//! delivery permanently and no record is sent through that producer.
+//! Egress: every connection a producer makes, to a bootstrap server or to a broker the cluster
+//! advertises, is checked against the egress policy at the moment librdkafka connects, with the
+//! exact address it resolved (the connect hook of `vendor/rdkafka`): a name whose answer changes
+//! after a check, or a broker advertised later, reaches no denied address. A refused connection
+//! fails the attempt permanently. Before that, so that a denied Destination fails at once and
+//! in clear words rather than when its record times out, every address the bootstrap servers
+//! resolve to is checked before each attempt, and the advertised brokers before a new producer
+//! sends its first record (and again after any failure).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -112,7 +114,7 @@ impl KafkaProvider {
             }
         }
         let diagnostics = Arc::new(Diagnostics::new(config));
-        let producer = build_producer(key, config, diagnostics.clone())?;
+        let producer = build_producer(key, config, diagnostics.clone(), self.egress.clone())?;
         let cached = Arc::new(Cached {
             config: config.clone(),
             producer,
@@ -349,6 +351,9 @@ async fn send(
 fn classify(error: &KafkaError, cached: &Cached, since: Instant) -> Failure {
     let context = &cached.diagnostics;
     let code = error.rdkafka_error_code();
+    if let Some(why) = context.denied_since(since) {
+        return Failure::permanent(why);
+    }
     let recent = context.last_error_since(since);
     let failure = match (code, recent) {
         (Some(code), _) if is_permanent(code) => {
@@ -446,6 +451,7 @@ fn build_producer(
     key: &ObjectKey,
     config: &KafkaConfig,
     diagnostics: Arc<Diagnostics>,
+    egress: Arc<Egress>,
 ) -> Result<FutureProducer<Context>, Failure> {
     let mut client = ClientConfig::new();
     for (name, value) in producer_settings(config) {
@@ -469,6 +475,7 @@ fn build_producer(
     let context = Context {
         destination: format!("{}/{}", key.namespace, key.name),
         diagnostics,
+        egress,
     };
     client
         .create_with_context(context)
@@ -510,10 +517,12 @@ fn producer_settings(config: &KafkaConfig) -> Vec<(&'static str, String)> {
 }
 
 /// A producer's hooks: librdkafka's log and errors go to the gateway's log, with the
-/// Destination named and SASL credentials redacted.
+/// Destination named and SASL credentials redacted; each connection is checked against the
+/// egress policy.
 struct Context {
     destination: String,
     diagnostics: Arc<Diagnostics>,
+    egress: Arc<Egress>,
 }
 
 /// The last error a producer's client reported, kept to explain a record that timed out,
@@ -523,6 +532,8 @@ struct Diagnostics {
     /// The last error, and the last one retrying cannot help with (failed authentication,
     /// which the next "all brokers down" must not hide).
     last_error: Mutex<[Option<Reported>; 2]>,
+    /// The last connection the egress policy refused: when, and why.
+    denied: Mutex<Option<(Instant, String)>>,
 }
 
 /// An error the client reported: when, its code and its words.
@@ -540,6 +551,7 @@ impl Diagnostics {
         Diagnostics {
             secrets,
             last_error: Mutex::new([None, None]),
+            denied: Mutex::new(None),
         }
     }
 
@@ -565,6 +577,20 @@ impl Diagnostics {
         last[slot] = Some((Instant::now(), code, reason));
     }
 
+    /// Keeps the refusal of a connection by the egress policy.
+    fn record_denied(&self, why: String) {
+        *self.denied.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), why));
+    }
+
+    /// Why the egress policy refused a connection after `since`, if it did.
+    fn denied_since(&self, since: Instant) -> Option<String> {
+        let denied = self.denied.lock().unwrap_or_else(|p| p.into_inner());
+        denied
+            .as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, why)| why.clone())
+    }
+
     /// The error the client reported after `since` that explains a failure best: the last
     /// permanent one, else the last one.
     fn last_error_since(&self, since: Instant) -> Option<(RDKafkaErrorCode, String)> {
@@ -582,6 +608,19 @@ impl Diagnostics {
 const SUMMARY_WINDOW: Duration = Duration::from_secs(10);
 
 impl ClientContext for Context {
+    const ENABLE_CONNECT_FILTER: bool = true;
+
+    fn allow_connect(&self, broker: &str, address: SocketAddr) -> bool {
+        let Err(denied) = self.egress.check(address) else {
+            return true;
+        };
+        let broker = self.diagnostics.redact(broker);
+        let why = format!("Kafka broker {broker} at {address}: {denied}");
+        tracing::warn!(destination = %self.destination, "kafka connection refused: {why}");
+        self.diagnostics.record_denied(why);
+        false
+    }
+
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         let message = self.diagnostics.redact(message);
         let destination = self.destination.as_str();
@@ -703,6 +742,109 @@ mod tests {
         assert_eq!(
             diagnostics.redact("user alice with s3cret-pw failed"),
             "user [redacted] with [redacted] failed"
+        );
+    }
+
+    /// The shared test broker's PLAINTEXT address (`scripts/kafka-up`).
+    fn test_broker() -> String {
+        if let Ok(address) = std::env::var("HOOKSTREAM_TEST_KAFKA") {
+            if !address.is_empty() {
+                return address;
+            }
+        }
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-up");
+        let output = std::process::Command::new(script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("scripts/kafka-up runs");
+        assert!(output.status.success(), "scripts/kafka-up failed");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        stdout.lines().last().unwrap_or_default().trim().to_owned()
+    }
+
+    /// Sends one record to `topic` through a producer made with `egress` and none of the
+    /// checks an attempt makes before it sends.
+    async fn send_unchecked(
+        bootstrap: &str,
+        topic: &str,
+        egress: Arc<Egress>,
+    ) -> Result<(i32, i64), Failure> {
+        let config = KafkaConfig {
+            bootstrap_servers: vec![bootstrap.to_owned()],
+            topic: topic.to_owned(),
+            timeout_ms: 5_000,
+            ..config()
+        };
+        let key = ObjectKey {
+            namespace: "team-a".to_owned(),
+            name: "out".to_owned(),
+        };
+        let diagnostics = Arc::new(Diagnostics::new(&config));
+        let producer = build_producer(&key, &config, diagnostics.clone(), egress).unwrap();
+        let cached = Cached {
+            config,
+            producer,
+            diagnostics,
+            verified: std::sync::atomic::AtomicBool::new(true),
+        };
+        let timeout = Duration::from_millis(cached.config.timeout_ms);
+        let sent = send(&cached, "k", &Vec::new(), b"{}", timeout).await;
+        tokio::task::spawn_blocking(move || drop(cached))
+            .await
+            .unwrap();
+        sent
+    }
+
+    /// Creates `topic` with one partition.
+    async fn create_topic(bootstrap: &str, topic: &str) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap();
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
+    }
+
+    /// What the checks before an attempt cannot see (a DNS answer that changes after them, a
+    /// broker advertised later) still reaches no denied address: the connection itself is
+    /// refused, and the attempt fails permanently naming the broker and its address.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_connect_hook_refuses_denied_addresses_past_the_checks() {
+        let bootstrap = test_broker();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let topic = format!("connect-hook-{}", now.unwrap_or_default().as_nanos());
+        create_topic(&bootstrap, &topic).await;
+        let loopback = hookstream_crds::egress::parse_net("127.0.0.0/8").unwrap();
+        let denying = Egress::new(hookstream_crds::egress::EgressPolicy::new(
+            vec![loopback],
+            Vec::new(),
+        ));
+        let failure = send_unchecked(&bootstrap, &topic, denying)
+            .await
+            .expect_err("a denied broker gets no record");
+        assert!(failure.permanent, "{}", failure.error);
+        assert!(
+            failure.error.contains(&format!("at {bootstrap}"))
+                && failure.error.contains("denied by the egress policy")
+                && failure.error.contains("127.0.0.0/8"),
+            "{}",
+            failure.error
+        );
+
+        // With loopback allowed, the same record is the topic's first.
+        let allowing = Egress::new(hookstream_crds::egress::EgressPolicy::default());
+        let sent = send_unchecked(&bootstrap, &topic, allowing).await;
+        assert!(
+            matches!(sent, Ok((0, 0))),
+            "{:?}",
+            sent.map_err(|f| f.error)
         );
     }
 }

@@ -153,6 +153,7 @@ pub type OwnedDeliveryResult = Result<Delivery, (KafkaError, OwnedMessage)>;
 // Delegates all the methods calls to the wrapped context.
 impl<C: ClientContext + 'static> ClientContext for FutureProducerContext<C> {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = C::ENABLE_REFRESH_OAUTH_TOKEN;
+    const ENABLE_CONNECT_FILTER: bool = C::ENABLE_CONNECT_FILTER;
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         self.wrapped_context.log(level, fac, log_message);
@@ -176,6 +177,10 @@ impl<C: ClientContext + 'static> ClientContext for FutureProducerContext<C> {
     ) -> Result<OAuthToken, Box<dyn Error>> {
         self.wrapped_context
             .generate_oauth_token(oauthbearer_config)
+    }
+
+    fn allow_connect(&self, broker: &str, address: std::net::SocketAddr) -> bool {
+        self.wrapped_context.allow_connect(broker, address)
     }
 }
 
