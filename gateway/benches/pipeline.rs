@@ -48,6 +48,7 @@
 //!   before each measured `gen` run, not counted).
 //! - `BENCH_DESTINATION_CONCURRENCY`: the Destination's `concurrency` (deliveries in flight);
 //!   unset: the Destination's default.
+//! - `BENCH_ONLY=ingest`: durable ingest (and the bare server) only, no end-to-end runs.
 //! - `BENCH_PERF`: a path prefix; each `gen` run is recorded with `perf record -g` of the
 //!   gateway process(es) into PREFIX-LABEL-RATE.data (perf costs CPU: not for figures).
 
@@ -1204,6 +1205,11 @@ fn main() {
             perf: std::env::var("BENCH_PERF").ok().filter(|p| !p.is_empty()),
         };
         let rounds = env_or("BENCH_ROUNDS", 1).max(1);
+        let ingest_only = match std::env::var("BENCH_ONLY").unwrap_or_default().as_str() {
+            "" => false,
+            "ingest" => true,
+            other => panic!("BENCH_ONLY={other}: the only choice is ingest"),
+        };
         let pause = Duration::from_secs(env_or("BENCH_PAUSE", 2));
         let baseline = std::env::var("BENCH_BASELINE")
             .ok()
@@ -1253,6 +1259,9 @@ fn main() {
                     ctx.summary
                         .add("sqlite ingest / bare server ingest".into(), gateway / bare);
                     tokio::time::sleep(pause).await;
+                }
+                if ingest_only {
+                    continue;
                 }
                 let rate = match target.backend {
                     Backend::Sqlite => cfg.rate,

@@ -862,3 +862,72 @@ async fn source_templates_are_listed_with_what_each_sets() {
         .unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
 }
+
+/// Retention: at start and every ten minutes the gateway deletes events received longer ago
+/// than `--retention` whose deliveries are finished, with their attempts, oldest first; an
+/// event still being delivered stays, and so do newer ones. SQLite only: replicas sharing a
+/// PostgreSQL database take the pruning in turns of twenty minutes (`postgres.rs` shows the
+/// turns), so a restarted gateway does not prune again there at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_finished_events_and_keeps_the_rest() {
+    if common::postgres_server().is_some() {
+        eprintln!("SQLite only: on PostgreSQL the restart does not start a pruning turn");
+        return;
+    }
+    let down = Receiver::start().await;
+    down.set_default(Answer::status(503));
+    let yaml = format!(
+        r#"
+apiVersion: hookstream.io/v1alpha1
+kind: Source
+metadata: {{name: a, namespace: t}}
+spec: {{}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Source
+metadata: {{name: b, namespace: t}}
+spec: {{}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Destination
+metadata: {{name: down, namespace: t}}
+spec: {{type: http, http: {{url: "{}/down"}}, retry: {{maxRetries: 10, backoff: fixed, intervals: [1h]}}}}
+---
+apiVersion: hookstream.io/v1alpha1
+kind: Connection
+metadata: {{name: b-down, namespace: t}}
+spec: {{source: b, destination: down}}
+"#,
+        down.url
+    );
+    let mut gw = Gateway::start_with(&yaml, &["--retention", "3s"]).await;
+    let old = [
+        ingest_id(&gw, "t", "a", r#"{"n":1}"#).await,
+        ingest_id(&gw, "t", "a", r#"{"n":2}"#).await,
+    ];
+    let waiting = ingest_id(&gw, "t", "b", r#"{"n":3}"#).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let fresh = ingest_id(&gw, "t", "a", r#"{"n":4}"#).await;
+    // The pruner runs when the gateway starts.
+    gw.terminate();
+    gw.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for id in &old {
+        loop {
+            let (status, _) = gw.get(&format!("/v1/events/{id}")).await;
+            if status == StatusCode::NOT_FOUND {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} outlived its retention");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for id in [&waiting, &fresh] {
+        let (status, body) = gw.get(&format!("/v1/events/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{id} is kept: {body}");
+    }
+    assert_eq!(
+        list_ids(&gw, "/v1/events?source=t/a", "events").await,
+        HashSet::from([fresh.clone()])
+    );
+}

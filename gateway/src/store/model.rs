@@ -634,7 +634,7 @@ pub struct EventQuery {
     /// [`SEARCH_BODY_BYTES`] of each body.
     pub search: Option<String>,
     /// Only events after this (received_at, seq) position in newest-first order (the
-    /// cursor).
+    /// cursor; SQLite needs only its `seq`).
     pub after_position: Option<(i64, i64)>,
     /// Page size.
     pub limit: u32,

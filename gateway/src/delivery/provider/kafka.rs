@@ -370,6 +370,12 @@ fn classify(error: &KafkaError, cached: &Cached, since: Instant) -> Failure {
         (_, Some((_, reason))) if is_unreachable(code) => {
             Failure::retry(format!("{error} ({reason})"))
         }
+        // librdkafka reports an error again only once the broker's state changes: a broker
+        // still failing the same way (a TLS handshake) is explained by the last report.
+        (_, None) if is_unreachable(code) => match context.last_error_since(context.created) {
+            Some((_, reason)) => Failure::retry(format!("{error} (last reported: {reason})")),
+            None => Failure::retry(error.to_string()),
+        },
         _ => Failure::retry(error.to_string()),
     };
     Failure {
@@ -532,6 +538,8 @@ struct Diagnostics {
     /// The last error, and the last one retrying cannot help with (failed authentication,
     /// which the next "all brokers down" must not hide).
     last_error: Mutex<[Option<Reported>; 2]>,
+    /// When the producer was made: every error it reported is since then.
+    created: Instant,
     /// The last connection the egress policy refused: when, and why.
     denied: Mutex<Option<(Instant, String)>>,
 }
@@ -552,6 +560,7 @@ impl Diagnostics {
             secrets,
             last_error: Mutex::new([None, None]),
             denied: Mutex::new(None),
+            created: Instant::now(),
         }
     }
 

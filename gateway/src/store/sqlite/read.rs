@@ -45,8 +45,67 @@ fn push_scope(qb: &mut QueryBuilder<'_, Sqlite>, namespaces: Option<&Vec<String>
     qb.push(")");
 }
 
+/// How far receipt times may run out of `seq` order: events are stored in the order their
+/// commits come, each stamped when its request arrived, so an event can follow one received
+/// after it by at most its wait for the writer.
+const RECEIPT_ORDER_SLACK_MS: i64 = 60_000;
+
+/// The `seq` range that holds every event received in `[after, before)`: events are kept in
+/// `seq` order (there is no index on the receipt time, one b-tree less to write per event),
+/// so the range is found by a binary search over `seq`, widened by
+/// [`RECEIPT_ORDER_SLACK_MS`] on both sides.
+#[derive(Clone, Copy, Default)]
+struct SeqRange {
+    from: Option<i64>,
+    until: Option<i64>,
+}
+
+impl SeqRange {
+    async fn of(pool: &SqlitePool, q: &EventQuery) -> Result<SeqRange, StoreError> {
+        let from = match q.after {
+            Some(after) => first_seq_at(pool, after.saturating_sub(RECEIPT_ORDER_SLACK_MS)).await?,
+            None => None,
+        };
+        let until = match q.before {
+            Some(before) => {
+                first_seq_at(pool, before.saturating_add(RECEIPT_ORDER_SLACK_MS)).await?
+            }
+            None => None,
+        };
+        Ok(SeqRange { from, until })
+    }
+}
+
+/// The first `seq` from which events were received at `at` or later, with receipt times
+/// taken as rising with `seq`; `None` when no event was received that late.
+async fn first_seq_at(pool: &SqlitePool, at: i64) -> Result<Option<i64>, StoreError> {
+    let (first, last): (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT min(seq), max(seq) FROM events")
+            .fetch_one(pool)
+            .await?;
+    let (Some(mut low), Some(last)) = (first, last) else {
+        return Ok(None);
+    };
+    // The answer is in [low, high]; high = last + 1 stands for "none".
+    let mut high = last + 1;
+    while low < high {
+        let mid = low + (high - low) / 2;
+        let next: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT seq, received_at FROM events WHERE seq >= ? ORDER BY seq LIMIT 1",
+        )
+        .bind(mid)
+        .fetch_optional(pool)
+        .await?;
+        match next {
+            Some((seq, received_at)) if received_at < at => low = seq + 1,
+            _ => high = mid,
+        }
+    }
+    Ok((low <= last).then_some(low))
+}
+
 /// The filters of an event list other than the search, and its position.
-fn push_event_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &EventQuery) {
+fn push_event_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &EventQuery, range: SeqRange) {
     push_scope(qb, q.namespaces.as_ref());
     if let Some(ns) = &q.namespace {
         qb.push(" AND namespace = ").push_bind(ns.clone());
@@ -59,18 +118,19 @@ fn push_event_filters(qb: &mut QueryBuilder<'_, Sqlite>, q: &EventQuery) {
     }
     if let Some(after) = q.after {
         qb.push(" AND received_at >= ").push_bind(after);
+        if let Some(from) = range.from {
+            qb.push(" AND seq >= ").push_bind(from);
+        }
     }
     if let Some(before) = q.before {
         qb.push(" AND received_at < ").push_bind(before);
+        if let Some(until) = range.until {
+            qb.push(" AND seq < ").push_bind(until);
+        }
     }
-    if let Some((at, seq)) = q.after_position {
-        qb.push(" AND (received_at < ")
-            .push_bind(at)
-            .push(" OR (received_at = ")
-            .push_bind(at)
-            .push(" AND seq < ")
-            .push_bind(seq)
-            .push("))");
+    // Newest first is `seq` order here: the cursor's `seq` says where the page ends.
+    if let Some((_, seq)) = q.after_position {
+        qb.push(" AND seq < ").push_bind(seq);
     }
 }
 
@@ -78,12 +138,13 @@ pub(super) async fn events(
     pool: &SqlitePool,
     q: &EventQuery,
 ) -> Result<Vec<EventListing>, StoreError> {
+    let range = SeqRange::of(pool, q).await?;
     let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT ");
     qb.push(EVENT_LISTING);
     match &q.search {
         None => {
             qb.push(" FROM events WHERE 1 = 1");
-            push_event_filters(&mut qb, q);
+            push_event_filters(&mut qb, q, range);
         }
         Some(search) => {
             // Bounded: the newest SEARCH_WINDOW rows that pass the other filters, and the
@@ -93,8 +154,8 @@ pub(super) async fn events(
                 .push(", CAST(substr(body, 1, ")
                 .push_bind(i64::from(SEARCH_BODY_BYTES))
                 .push(") AS TEXT) AS head FROM events WHERE 1 = 1");
-            push_event_filters(&mut qb, q);
-            qb.push(" ORDER BY received_at DESC, seq DESC LIMIT ")
+            push_event_filters(&mut qb, q, range);
+            qb.push(" ORDER BY seq DESC LIMIT ")
                 .push_bind(i64::from(SEARCH_WINDOW));
             let escaped = like_escape(search);
             qb.push(") WHERE (id LIKE ")
@@ -104,7 +165,7 @@ pub(super) async fn events(
                 .push(" ESCAPE '\\')");
         }
     }
-    qb.push(" ORDER BY received_at DESC, seq DESC LIMIT ")
+    qb.push(" ORDER BY seq DESC LIMIT ")
         .push_bind(i64::from(q.limit) + 1);
     let rows = qb.build().fetch_all(pool).await?;
     rows.iter().map(event_listing_from).collect()

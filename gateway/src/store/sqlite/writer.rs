@@ -877,27 +877,40 @@ fn change_circuit(
     }))
 }
 
+/// How far past the retention bound the pruner reads in `seq` order before it stops: events
+/// are stored in the order of their receipt to within one commit's wait, far less than this.
+const PRUNE_ORDER_SLACK_MS: i64 = 10_000;
+
 fn prune(tx: &Transaction<'_>, before: i64, limit: u32, now: i64) -> Result<u64, rusqlite::Error> {
     if limit == 0 {
         return Ok(0);
     }
-    // Events whose deliveries are all finished; an event still being delivered is kept.
-    let ids: Vec<String> = tx
-        .prepare_cached(
-            "SELECT id FROM events WHERE received_at < ?1 AND NOT EXISTS (
-                 SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.state IN (?2, ?3))
-             ORDER BY received_at LIMIT ?4",
-        )?
-        .query_map(
-            params![
-                before,
-                DeliveryState::Pending.as_str(),
-                DeliveryState::Inflight.as_str(),
-                i64::from(limit)
-            ],
-            |r| r.get(0),
-        )?
-        .collect::<Result<_, _>>()?;
+    // Oldest first in `seq` order (events have no index on their receipt time), until events
+    // received well after `before`; an event still being delivered is kept.
+    let mut ids: Vec<String> = Vec::new();
+    {
+        let mut oldest = tx.prepare_cached(
+            "SELECT id, received_at, EXISTS (
+                 SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.state IN (?1, ?2))
+             FROM events ORDER BY seq",
+        )?;
+        let mut rows = oldest.query(params![
+            DeliveryState::Pending.as_str(),
+            DeliveryState::Inflight.as_str()
+        ])?;
+        while let Some(row) = rows.next()? {
+            let received_at: i64 = row.get(1)?;
+            if received_at >= before.saturating_add(PRUNE_ORDER_SLACK_MS) {
+                break;
+            }
+            if received_at < before && !row.get::<_, bool>(2)? {
+                ids.push(row.get(0)?);
+                if ids.len() >= limit as usize {
+                    break;
+                }
+            }
+        }
+    }
     {
         let mut attempts = tx.prepare_cached("DELETE FROM attempts WHERE event_id = ?1")?;
         let mut deliveries = tx.prepare_cached("DELETE FROM deliveries WHERE event_id = ?1")?;
