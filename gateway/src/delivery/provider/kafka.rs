@@ -354,7 +354,7 @@ fn classify(error: &KafkaError, cached: &Cached, since: Instant) -> Failure {
     if let Some(why) = context.denied_since(since) {
         return Failure::permanent(why);
     }
-    let recent = context.last_error_since(since);
+    let recent = context.last_error_since(Some(since));
     let failure = match (code, recent) {
         (Some(code), _) if is_permanent(code) => {
             if is_topic_error(code) {
@@ -372,7 +372,7 @@ fn classify(error: &KafkaError, cached: &Cached, since: Instant) -> Failure {
         }
         // librdkafka reports an error again only once the broker's state changes: a broker
         // still failing the same way (a TLS handshake) is explained by the last report.
-        (_, None) if is_unreachable(code) => match context.last_error_since(context.created) {
+        (_, None) if is_unreachable(code) => match context.last_error_since(None) {
             Some((_, reason)) => Failure::retry(format!("{error} (last reported: {reason})")),
             None => Failure::retry(error.to_string()),
         },
@@ -538,8 +538,6 @@ struct Diagnostics {
     /// The last error, and the last one retrying cannot help with (failed authentication,
     /// which the next "all brokers down" must not hide).
     last_error: Mutex<[Option<Reported>; 2]>,
-    /// When the producer was made: every error it reported is since then.
-    created: Instant,
     /// The last connection the egress policy refused: when, and why.
     denied: Mutex<Option<(Instant, String)>>,
 }
@@ -560,7 +558,6 @@ impl Diagnostics {
             secrets,
             last_error: Mutex::new([None, None]),
             denied: Mutex::new(None),
-            created: Instant::now(),
         }
     }
 
@@ -600,15 +597,15 @@ impl Diagnostics {
             .map(|(_, why)| why.clone())
     }
 
-    /// The error the client reported after `since` that explains a failure best: the last
-    /// permanent one, else the last one.
-    fn last_error_since(&self, since: Instant) -> Option<(RDKafkaErrorCode, String)> {
+    /// The error the client reported after `since` (`None`: ever) that explains a failure
+    /// best: the last permanent one, else the last one.
+    fn last_error_since(&self, since: Option<Instant>) -> Option<(RDKafkaErrorCode, String)> {
         let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         let [retryable, permanent] = &*last;
         permanent
             .iter()
             .chain(retryable)
-            .find(|(at, _, _)| *at >= since)
+            .find(|(at, _, _)| since.is_none_or(|since| *at >= since))
             .map(|(_, code, reason)| (*code, reason.clone()))
     }
 }

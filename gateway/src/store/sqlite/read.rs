@@ -62,32 +62,40 @@ struct SeqRange {
 
 impl SeqRange {
     async fn of(pool: &SqlitePool, q: &EventQuery) -> Result<SeqRange, StoreError> {
-        let from = match q.after {
-            Some(after) => first_seq_at(pool, after.saturating_sub(RECEIPT_ORDER_SLACK_MS)).await?,
-            None => None,
+        if q.after.is_none() && q.before.is_none() {
+            return Ok(SeqRange::default());
+        }
+        let (first, last): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT min(seq), max(seq) FROM events")
+                .fetch_one(pool)
+                .await?;
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(SeqRange::default());
         };
-        let until = match q.before {
-            Some(before) => {
-                first_seq_at(pool, before.saturating_add(RECEIPT_ORDER_SLACK_MS)).await?
-            }
-            None => None,
-        };
-        Ok(SeqRange { from, until })
+        let mut range = SeqRange::default();
+        if let Some(after) = q.after {
+            let at = after.saturating_sub(RECEIPT_ORDER_SLACK_MS);
+            range.from = first_seq_at(pool, first, last, at).await?;
+        }
+        if let Some(before) = q.before {
+            let at = before.saturating_add(RECEIPT_ORDER_SLACK_MS);
+            range.until = first_seq_at(pool, first, last, at).await?;
+        }
+        Ok(range)
     }
 }
 
-/// The first `seq` from which events were received at `at` or later, with receipt times
-/// taken as rising with `seq`; `None` when no event was received that late.
-async fn first_seq_at(pool: &SqlitePool, at: i64) -> Result<Option<i64>, StoreError> {
-    let (first, last): (Option<i64>, Option<i64>) =
-        sqlx::query_as("SELECT min(seq), max(seq) FROM events")
-            .fetch_one(pool)
-            .await?;
-    let (Some(mut low), Some(last)) = (first, last) else {
-        return Ok(None);
-    };
+/// The first `seq` in `[first, last]` from which events were received at `at` or later,
+/// with receipt times taken as rising with `seq`; `None` when no event was received that
+/// late.
+async fn first_seq_at(
+    pool: &SqlitePool,
+    first: i64,
+    last: i64,
+    at: i64,
+) -> Result<Option<i64>, StoreError> {
     // The answer is in [low, high]; high = last + 1 stands for "none".
-    let mut high = last + 1;
+    let (mut low, mut high) = (first, last + 1);
     while low < high {
         let mid = low + (high - low) / 2;
         let next: Option<(i64, i64)> = sqlx::query_as(
