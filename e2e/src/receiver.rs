@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -17,6 +17,8 @@ use serde_json::Value;
 pub struct Received {
     /// When it arrived.
     pub at: Instant,
+    /// The sender's address: requests on one connection share it.
+    pub peer: SocketAddr,
     /// Method.
     pub method: Method,
     /// Path and query.
@@ -89,7 +91,8 @@ impl Receiver {
         let app = axum::Router::new()
             .fallback(record)
             .with_state(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
         Receiver {
             url: format!("http://{addr}"),
             state,
@@ -132,6 +135,7 @@ impl Receiver {
 
 async fn record(
     State(state): State<Arc<Mutex<ReceiverState>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -146,6 +150,7 @@ async fn record(
             .unwrap_or(Answer::status(200));
         s.got.push(Received {
             at: Instant::now(),
+            peer,
             method,
             uri,
             headers,
