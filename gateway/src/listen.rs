@@ -10,6 +10,10 @@
 //!   request is in progress (from its head until its response body is written); body reads are
 //!   timed by the handlers. A connection the watchdog closes is dropped at once: it has no
 //!   request in progress, so no answer is cut short.
+//! - The watchdog is not told of each request: requests only record what they do, and the
+//!   watchdog wakes at the earlier of the connection's deadline and the shorter timeout from
+//!   now. No deadline that bytes arriving meanwhile could set is earlier than that, so each
+//!   closes on time, and a busy connection pays nothing per request for its watchdog.
 //! - At shutdown the listener stops accepting, asks every connection to close once its
 //!   request in flight (if any) is answered, and returns when all have closed.
 
@@ -33,7 +37,7 @@ use hyper_util::rt::TokioIo;
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
@@ -177,7 +181,7 @@ impl Conn {
         tokio::pin!(conn);
         let mut stopping = false;
         loop {
-            let deadline = activity.deadline(&self.limits);
+            let check_at = activity.next_check(&self.limits);
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
@@ -185,26 +189,18 @@ impl Conn {
                     }
                     return;
                 }
-                () = sleep_until(deadline) => {
+                () = tokio::time::sleep_until(check_at) => {
                     if let Some(reason) = activity.expired(&self.limits) {
                         debug!(peer = %self.peer, reason, "closing a stalled connection");
                         return;
                     }
                 }
-                () = activity.changed.notified() => {}
                 _ = self.stop.changed(), if !stopping => {
                     stopping = true;
                     conn.as_mut().graceful_shutdown();
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -228,11 +224,12 @@ async fn handle(
     }))
 }
 
+/// The watchdog looks at a connection no more often than this, whatever the timeouts.
+const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+
 /// What a connection is doing, as its watchdog needs to know.
 struct Activity {
     state: Mutex<State>,
-    /// Woken when the state changes in a way that moves the deadline.
-    changed: Notify,
 }
 
 struct State {
@@ -255,7 +252,6 @@ impl Activity {
                 since: Instant::now(),
                 head_started: None,
             }),
-            changed: Notify::new(),
         }
     }
 
@@ -268,8 +264,6 @@ impl Activity {
         let mut s = self.lock();
         if s.in_flight == 0 && s.head_started.is_none() {
             s.head_started = Some(Instant::now());
-            drop(s);
-            self.changed.notify_one();
         }
     }
 
@@ -279,7 +273,6 @@ impl Activity {
         s.served = true;
         s.head_started = None;
         drop(s);
-        self.changed.notify_one();
         Busy(self.clone())
     }
 
@@ -297,8 +290,18 @@ impl Activity {
         })
     }
 
-    fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        self.due(limits).map(|(at, _)| at)
+    /// When the watchdog should look again: the deadline, or sooner. A request that starts
+    /// or ends only moves the deadline later, but bytes of a next request arriving on an idle
+    /// connection start its header timeout, which can end before the idle one would; waking
+    /// no later than the shorter timeout from now keeps every deadline met without a wakeup
+    /// per request.
+    fn next_check(&self, limits: &Limits) -> Instant {
+        let shorter = limits
+            .header_read_timeout
+            .min(limits.idle_timeout)
+            .max(MIN_CHECK_INTERVAL);
+        let soon = Instant::now() + shorter;
+        self.due(limits).map_or(soon, |(at, _)| at.min(soon))
     }
 
     /// Why the connection should be closed now, if it should.
@@ -319,8 +322,6 @@ impl Drop for Busy {
         if s.in_flight == 0 {
             s.since = Instant::now();
         }
-        drop(s);
-        self.0.changed.notify_one();
     }
 }
 
