@@ -1,4 +1,8 @@
-//! Acknowledged events survive a SIGKILL; SIGTERM finishes work in flight.
+//! Acknowledged events survive a SIGKILL; SIGTERM finishes work in flight; events stored
+//! before an upgrade are found and delivered after it.
+
+// Test helpers unwrap like the tests themselves: a panic is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -137,4 +141,126 @@ async fn a_delivery_whose_attempts_keep_stopping_the_gateway_is_dead_lettered_af
         2,
         "not run again after the restart"
     );
+}
+
+/// A database made before event ids carried their row number (migrations up to 0006), with
+/// an event still waiting for its delivery and one already finished.
+async fn database_before_ids_carried_their_number(
+    dir: &std::path::Path,
+    waiting: &str,
+    finished: &str,
+) -> String {
+    use sqlx::{ConnectOptions, Connection};
+    let old = dir.join("migrations");
+    std::fs::create_dir_all(&old).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for entry in std::fs::read_dir(all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0007" {
+            std::fs::copy(&path, old.join(name)).unwrap();
+        }
+    }
+    let url = format!("sqlite://{}", dir.join("hookstream.db").display());
+    let mut conn = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+        .unwrap()
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(old)
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    for (id, status) in [(finished, "received"), (waiting, "processing")] {
+        sqlx::query(
+            "INSERT INTO events (id, namespace, source, method, path, query, headers, body, content_type, source_ip, received_at, status)
+             VALUES (?1, 't', 'in', 'POST', '/v1/ingest/t/in', '', '{}', ?2, 'application/json', '127.0.0.1', ?3, ?4)",
+        )
+        .bind(id)
+        .bind(format!(r#"{{"stored_as":"{id}"}}"#).into_bytes())
+        .bind(now - 60_000)
+        .bind(status)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO deliveries (id, event_id, namespace, destination, route_kind, route, state, due_at, created_at, updated_at)
+         VALUES ('dlv_0190000000000000000000000001', ?1, 't', 'out', 'connection', 'c', 'pending', ?2, ?2, ?2)",
+    )
+    .bind(waiting)
+    .bind(now - 60_000)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stored_before_the_upgrade_are_delivered_found_and_retried() {
+    if common::postgres_server().is_some() {
+        eprintln!("SQLite only: the upgrade is of a SQLite database");
+        return;
+    }
+    // Ids of the old form: milliseconds, then random bits (no number of their own).
+    let (waiting, finished) = (
+        "evt_01900000000a7f3c9e4b2d1a00c0ffee",
+        "evt_01900000000b11aa22bb33cc44dd55ee",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_before_ids_carried_their_number(dir.path(), waiting, finished).await;
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start_on(&manifests(&receiver.url), &url).await;
+
+    // The waiting event is delivered, and its status follows.
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let first = &receiver.received()[0];
+    assert_eq!(
+        first.header("x-hookstream-event-id").as_deref(),
+        Some(waiting)
+    );
+    assert_eq!(first.json()["stored_as"], waiting);
+    gw.wait_event_status(waiting, "delivered", Duration::from_secs(10))
+        .await;
+    let (status, body) = gw.get(&format!("/v1/events/{finished}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "received");
+
+    // A new event is stored beside them, listed first, and found by its id.
+    let r = gw.ingest("t", "in", r#"{"new":true}"#, &[]).await;
+    assert_eq!(r.status(), 200);
+    let new = r.json::<serde_json::Value>().await.unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    gw.wait_event_status(&new, "delivered", Duration::from_secs(10))
+        .await;
+    let (_, listed) = gw.get("/v1/events?limit=10").await;
+    let order: Vec<&str> = listed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [new.as_str(), waiting, finished], "newest first");
+
+    // An old event can be sent again.
+    let (status, body) = gw.post(&format!("/v1/events/{waiting}/retry")).await;
+    assert!(status.is_success(), "{status} {body}");
+    receiver.wait_for(3, Duration::from_secs(10)).await;
+    let again = receiver
+        .received()
+        .iter()
+        .filter(|r| r.header("x-hookstream-event-id").as_deref() == Some(waiting))
+        .count();
+    assert_eq!(again, 2, "the retried old event is delivered a second time");
+    let (status, _) = gw
+        .get("/v1/events/evt_01900000000a7f3c9e4b2d1a00c0ffef")
+        .await;
+    assert_eq!(status, 404, "a near miss of an old id finds nothing");
 }

@@ -24,6 +24,19 @@ use super::{Health, Store, StoreError};
 use crate::clock::now_ms;
 use writer::Writer;
 
+/// Events are stored under the sequence number their id carries (`ids::event_seq`), so one
+/// is found by its row number. Those stored before ids carried it (before migration 0007)
+/// have a `seq` below this and are found through a partial index of their ids.
+const LEGACY_SEQ_LIMIT: i64 = 1 << 32;
+
+/// The condition that picks the event whose id is parameter `?{id}`, with the sequence
+/// number that id carries as parameter `?{seq}` (NULL if it carries none).
+fn event_with_id(id: u8, seq: u8) -> String {
+    format!(
+        "id = ?{id} AND seq IN (?{seq}, (SELECT seq FROM events WHERE id = ?{id} AND seq < {LEGACY_SEQ_LIMIT}))"
+    )
+}
+
 /// When a SQLite commit counts as done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SqliteSync {

@@ -2,9 +2,13 @@
 //! only summary columns, never bodies or headers), the queue's next due time, circuits,
 //! totals and queue depths.
 
+use std::collections::HashSet;
+
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use super::{event_with_id, LEGACY_SEQ_LIMIT};
+use crate::ids;
 use crate::store::like_escape;
 use crate::store::model::{
     AttemptQuery, CounterKey, Counters, DeliveryState, EventQuery, QueueDepth, SEARCH_BODY_BYTES,
@@ -14,10 +18,14 @@ use crate::store::model::{
 crate::store::rows::row_decoders!(SqliteRow);
 
 pub(super) async fn event(pool: &SqlitePool, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-    let row = sqlx::query("SELECT * FROM events WHERE id = ?")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT * FROM events WHERE {}",
+        event_with_id(1, 2)
+    ))
+    .bind(id)
+    .bind(ids::event_seq(id))
+    .fetch_optional(pool)
+    .await?;
     row.as_ref().map(event_from).transpose()
 }
 
@@ -45,9 +53,10 @@ fn push_scope(qb: &mut QueryBuilder<'_, Sqlite>, namespaces: Option<&Vec<String>
     qb.push(")");
 }
 
-/// How far receipt times may run out of `seq` order: events are stored in the order their
-/// commits come, each stamped when its request arrived, so an event can follow one received
-/// after it by at most its wait for the writer.
+/// How far receipt times may run out of `seq` order. An event's `seq` is the number its id
+/// got as its request was accepted (events stored before migration 0007: its place in the
+/// commit order) and its receipt time is stamped at about that moment; only a clock set
+/// back, or one event's wait for the writer, puts them out of order.
 const RECEIPT_ORDER_SLACK_MS: i64 = 60_000;
 
 /// The `seq` range that holds every event received in `[after, before)`: events are kept in
@@ -315,18 +324,29 @@ pub(super) async fn events_by_ids(
     pool: &SqlitePool,
     ids: &[&str],
 ) -> Result<Vec<StoredEvent>, StoreError> {
+    // By the sequence numbers the ids carry, and the events stored before ids carried one by
+    // their ids; a row found by a number is the one asked for only if its id is.
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
+        let wanted: HashSet<&str> = chunk.iter().copied().collect();
         let mut qb: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("SELECT * FROM events WHERE id IN (");
+            QueryBuilder::new("SELECT * FROM events WHERE seq IN (");
+        let mut list = qb.separated(", ");
+        for id in chunk {
+            list.push_bind(ids::event_seq(id));
+        }
+        qb.push(") UNION ALL SELECT * FROM events WHERE id IN (");
         let mut list = qb.separated(", ");
         for id in chunk {
             list.push_bind(*id);
         }
-        qb.push(")");
+        qb.push(format!(") AND seq < {LEGACY_SEQ_LIMIT}"));
         let rows = qb.build().fetch_all(pool).await?;
         for r in &rows {
-            out.push(event_from(r)?);
+            let event = event_from(r)?;
+            if wanted.contains(event.event.id.as_str()) {
+                out.push(event);
+            }
         }
     }
     Ok(out)

@@ -16,8 +16,9 @@ use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use super::SqliteSync;
+use super::{event_with_id, SqliteSync};
 use crate::clock::now_ms;
+use crate::ids;
 use crate::store::circuit_sql;
 use crate::store::model::{
     CircuitChange, CircuitRow, ClaimRequest, Completion, DedupClaim, DeliveryState, EventStatus,
@@ -106,6 +107,11 @@ impl Writer {
     pub fn start(path: PathBuf, sync: SqliteSync) -> Result<Writer, StoreError> {
         let mut conn = open(&path, sync)?;
         recover(&mut conn)?;
+        // Events are stored under the number their id carries: ids made from now on carry
+        // numbers above every one stored, whatever the clock did since the last run.
+        let highest: Option<i64> =
+            conn.query_row("SELECT max(seq) FROM events", [], |r| r.get(0))?;
+        ids::raise_event_floor(highest.unwrap_or(0));
         let (tx, rx) = mpsc::channel(16_384);
         let health = Arc::new(Health::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -539,9 +545,14 @@ fn insert_event(
     } else {
         EventStatus::Processing
     };
+    let seq = ids::event_seq(&e.id).ok_or_else(|| {
+        rusqlite::Error::ToSqlConversionFailure(
+            format!("event id {} does not carry a sequence number", e.id).into(),
+        )
+    })?;
     tx.prepare_cached(
-        "INSERT INTO events (id, namespace, source, method, path, query, headers, body, content_type, source_ip, received_at, status, validation_errors)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO events (seq, id, namespace, source, method, path, query, headers, body, content_type, source_ip, received_at, status, validation_errors)
+         VALUES (?14, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         e.id,
@@ -557,6 +568,7 @@ fn insert_event(
         e.received_at,
         status.as_str(),
         e.validation_errors.as_ref().map(|v| v.to_string()),
+        seq,
     ])?;
     for d in deliveries {
         let state = if d.lease_until.is_some() {
@@ -658,7 +670,8 @@ static EVENT_STATUS_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::n
                  WHEN SUM(state IN ('{dead}', '{cancelled}')) > 0 THEN '{failed}'
                  ELSE '{delivered}' END
              FROM deliveries WHERE deliveries.event_id = events.id), '{received}')
-         WHERE id = ?1",
+         WHERE {event}",
+        event = event_with_id(1, 2),
         received = EventStatus::Received,
         processing = EventStatus::Processing,
         failed = EventStatus::Failed,
@@ -672,7 +685,7 @@ static EVENT_STATUS_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::n
 
 fn refresh_event_status(tx: &Transaction<'_>, event_id: &str) -> Result<(), rusqlite::Error> {
     tx.prepare_cached(&EVENT_STATUS_UPDATE)?
-        .execute(params![event_id])?;
+        .execute(params![event_id, ids::event_seq(event_id)])?;
     Ok(())
 }
 
@@ -809,8 +822,11 @@ fn manual_retry(
             deliveries,
         } => {
             let namespace: Option<String> = tx
-                .prepare_cached("SELECT namespace FROM events WHERE id = ?1")?
-                .query_map(params![event_id], |r| r.get(0))?
+                .prepare_cached(&format!(
+                    "SELECT namespace FROM events WHERE {}",
+                    event_with_id(1, 2)
+                ))?
+                .query_map(params![event_id, ids::event_seq(event_id)], |r| r.get(0))?
                 .next()
                 .transpose()?;
             let Some(namespace) = namespace else {
@@ -887,10 +903,10 @@ fn prune(tx: &Transaction<'_>, before: i64, limit: u32, now: i64) -> Result<u64,
     }
     // Oldest first in `seq` order (events have no index on their receipt time), until events
     // received well after `before`; an event still being delivered is kept.
-    let mut ids: Vec<String> = Vec::new();
+    let mut old: Vec<(i64, String)> = Vec::new();
     {
         let mut oldest = tx.prepare_cached(
-            "SELECT id, received_at, EXISTS (
+            "SELECT seq, id, received_at, EXISTS (
                  SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.state IN (?1, ?2))
              FROM events ORDER BY seq",
         )?;
@@ -899,13 +915,13 @@ fn prune(tx: &Transaction<'_>, before: i64, limit: u32, now: i64) -> Result<u64,
             DeliveryState::Inflight.as_str()
         ])?;
         while let Some(row) = rows.next()? {
-            let received_at: i64 = row.get(1)?;
+            let received_at: i64 = row.get(2)?;
             if received_at >= before.saturating_add(PRUNE_ORDER_SLACK_MS) {
                 break;
             }
-            if received_at < before && !row.get::<_, bool>(2)? {
-                ids.push(row.get(0)?);
-                if ids.len() >= limit as usize {
+            if received_at < before && !row.get::<_, bool>(3)? {
+                old.push((row.get(0)?, row.get(1)?));
+                if old.len() >= limit as usize {
                     break;
                 }
             }
@@ -914,14 +930,14 @@ fn prune(tx: &Transaction<'_>, before: i64, limit: u32, now: i64) -> Result<u64,
     {
         let mut attempts = tx.prepare_cached("DELETE FROM attempts WHERE event_id = ?1")?;
         let mut deliveries = tx.prepare_cached("DELETE FROM deliveries WHERE event_id = ?1")?;
-        let mut events = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
-        for id in &ids {
+        let mut events = tx.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
+        for (seq, id) in &old {
             attempts.execute(params![id])?;
             deliveries.execute(params![id])?;
-            events.execute(params![id])?;
+            events.execute(params![seq])?;
         }
     }
     tx.prepare_cached("DELETE FROM dedup_keys WHERE expires_at <= ?1")?
         .execute(params![now])?;
-    Ok(ids.len() as u64)
+    Ok(old.len() as u64)
 }
