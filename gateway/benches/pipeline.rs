@@ -685,6 +685,15 @@ async fn closed_loop(urls: &[String], events: u64, concurrency: u64) -> (u64, u6
     (events - failed, failed, started.elapsed().as_secs_f64())
 }
 
+/// Writes out what earlier runs left in the page cache (the end-to-end runs write hundreds of
+/// megabytes), so that neither durable-ingest run has its fsyncs wait behind that writeback:
+/// without it the gateway, which runs first in a round, measured up to a quarter lower than
+/// in a round of its own.
+async fn settle_disk() {
+    let _ = tokio::process::Command::new("sync").status().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
 /// Durable ingest of the gateway; returns the acknowledged events/s.
 async fn bench_ingest(ctx: &mut Ctx<'_>, target: Target) -> f64 {
     let (events, concurrency) = (ctx.cfg.ingest_events, ctx.cfg.concurrency);
@@ -695,6 +704,7 @@ async fn bench_ingest(ctx: &mut Ctx<'_>, target: Target) -> f64 {
         postmaster: ctx.postmaster(target),
         receiver: None,
     };
+    settle_disk().await;
     let before = procs.sample();
     let (ok, failed, elapsed) = closed_loop(&cluster.ingest_urls(), events, concurrency).await;
     let after = procs.sample();
@@ -735,6 +745,7 @@ async fn bench_bare_ingest(ctx: &mut Ctx<'_>, baseline: &Path) -> f64 {
         gateways: vec![server.0.id()],
         ..Procs::default()
     };
+    settle_disk().await;
     let before = procs.sample();
     let (ok, failed, elapsed) = closed_loop(&[format!("{base}/ingest")], events, concurrency).await;
     let after = procs.sample();
