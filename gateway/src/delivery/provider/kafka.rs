@@ -569,15 +569,14 @@ impl Diagnostics {
     }
 
     /// Keeps the error the client just reported. "All brokers are down" follows the error
-    /// that brought the last one down (a refused connection, a failed TLS handshake): it
-    /// does not replace a recent one, which says why.
+    /// that brought the last one down (a refused connection, a failed TLS handshake), however
+    /// long the client took to give up on it: it never replaces that error, which says why.
+    /// librdkafka reports a broker's error again only when its state changes, so that error
+    /// stays the explanation until another one is reported.
     fn record(&self, code: RDKafkaErrorCode, reason: String) {
         let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         let slot = usize::from(is_permanent(code));
-        let explained = last[slot]
-            .as_ref()
-            .is_some_and(|(at, _, _)| at.elapsed() < SUMMARY_WINDOW);
-        if code == RDKafkaErrorCode::AllBrokersDown && explained {
+        if code == RDKafkaErrorCode::AllBrokersDown && last[slot].is_some() {
             return;
         }
         last[slot] = Some((Instant::now(), code, reason));
@@ -609,9 +608,6 @@ impl Diagnostics {
             .map(|(_, code, reason)| (*code, reason.clone()))
     }
 }
-
-/// How recent an error must be to explain a following "all brokers are down".
-const SUMMARY_WINDOW: Duration = Duration::from_secs(10);
 
 impl ClientContext for Context {
     const ENABLE_CONNECT_FILTER: bool = true;
@@ -734,6 +730,27 @@ mod tests {
         ] {
             assert!(!is_permanent(code), "{code:?} is worth retrying");
         }
+    }
+
+    #[test]
+    fn all_brokers_down_never_hides_the_error_that_explains_it() {
+        let diagnostics = Diagnostics::new(&config());
+        diagnostics.record(RDKafkaErrorCode::AllBrokersDown, "1/1 brokers are down".into());
+        assert_eq!(
+            diagnostics.last_error_since(None).unwrap().1,
+            "1/1 brokers are down",
+            "with nothing else reported, it is all there is to say"
+        );
+        let handshake = "SSL handshake failed: certificate verify failed";
+        diagnostics.record(RDKafkaErrorCode::BrokerTransportFailure, handshake.into());
+        let since = Instant::now();
+        diagnostics.record(RDKafkaErrorCode::AllBrokersDown, "1/1 brokers are down".into());
+        assert_eq!(diagnostics.last_error_since(None).unwrap().1, handshake);
+        assert_eq!(
+            diagnostics.last_error_since(Some(since)),
+            None,
+            "nothing new was reported since"
+        );
     }
 
     #[test]
