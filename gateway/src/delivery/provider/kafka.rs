@@ -735,7 +735,10 @@ mod tests {
     #[test]
     fn all_brokers_down_never_hides_the_error_that_explains_it() {
         let diagnostics = Diagnostics::new(&config());
-        diagnostics.record(RDKafkaErrorCode::AllBrokersDown, "1/1 brokers are down".into());
+        diagnostics.record(
+            RDKafkaErrorCode::AllBrokersDown,
+            "1/1 brokers are down".into(),
+        );
         assert_eq!(
             diagnostics.last_error_since(None).unwrap().1,
             "1/1 brokers are down",
@@ -744,7 +747,10 @@ mod tests {
         let handshake = "SSL handshake failed: certificate verify failed";
         diagnostics.record(RDKafkaErrorCode::BrokerTransportFailure, handshake.into());
         let since = Instant::now();
-        diagnostics.record(RDKafkaErrorCode::AllBrokersDown, "1/1 brokers are down".into());
+        diagnostics.record(
+            RDKafkaErrorCode::AllBrokersDown,
+            "1/1 brokers are down".into(),
+        );
         assert_eq!(diagnostics.last_error_since(None).unwrap().1, handshake);
         assert_eq!(
             diagnostics.last_error_since(Some(since)),
