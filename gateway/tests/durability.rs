@@ -143,7 +143,7 @@ async fn a_delivery_whose_attempts_keep_stopping_the_gateway_is_dead_lettered_af
     );
 }
 
-/// A database made before event ids carried their row number (migrations up to 0006), with
+/// A database made before event ids carried their row number (migrations up to 0005), with
 /// an event still waiting for its delivery and one already finished.
 async fn database_before_ids_carried_their_number(
     dir: &std::path::Path,
@@ -157,7 +157,7 @@ async fn database_before_ids_carried_their_number(
     for entry in std::fs::read_dir(all).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "0007" {
+        if name.as_str() < "0006" {
             std::fs::copy(&path, old.join(name)).unwrap();
         }
     }

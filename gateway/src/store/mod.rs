@@ -176,9 +176,9 @@ pub trait Store: Send + Sync + 'static {
     async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;
 
     /// Events matching `q`, newest first, at most `q.limit + 1` (the extra row tells whether
-    /// there are more). Bodies and headers are not read. Newest is by receipt time; SQLite,
-    /// with its one writer, lists in the order events were stored, which differs from it only
-    /// among events received within one commit's wait of each other.
+    /// there are more). Bodies and headers are not read. Newest is by receipt time; SQLite
+    /// lists by `seq`, the number each event's id got as it was accepted, which differs from
+    /// it only among events accepted moments apart, or where the clock was set back.
     async fn events(&self, q: &EventQuery) -> Result<Vec<EventListing>, StoreError>;
 
     /// Events by id, in no particular order; missing ids are left out.

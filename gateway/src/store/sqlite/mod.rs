@@ -25,7 +25,7 @@ use crate::clock::now_ms;
 use writer::Writer;
 
 /// Events are stored under the sequence number their id carries (`ids::event_seq`), so one
-/// is found by its row number. Those stored before ids carried it (before migration 0007)
+/// is found by its row number. Those stored before ids carried it (before migration 0006)
 /// have a `seq` below this and are found through a partial index of their ids.
 const LEGACY_SEQ_LIMIT: i64 = 1 << 32;
 

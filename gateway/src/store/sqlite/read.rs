@@ -54,7 +54,7 @@ fn push_scope(qb: &mut QueryBuilder<'_, Sqlite>, namespaces: Option<&Vec<String>
 }
 
 /// How far receipt times may run out of `seq` order. An event's `seq` is the number its id
-/// got as its request was accepted (events stored before migration 0007: its place in the
+/// got as its request was accepted (events stored before migration 0006: its place in the
 /// commit order) and its receipt time is stamped at about that moment; only a clock set
 /// back, or one event's wait for the writer, puts them out of order.
 const RECEIPT_ORDER_SLACK_MS: i64 = 60_000;

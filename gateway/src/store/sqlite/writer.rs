@@ -893,8 +893,9 @@ fn change_circuit(
     }))
 }
 
-/// How far past the retention bound the pruner reads in `seq` order before it stops: events
-/// are stored in the order of their receipt to within one commit's wait, far less than this.
+/// How far past the retention bound the pruner reads in `seq` order before it stops: an
+/// event's `seq` follows its receipt time to within moments (see `RECEIPT_ORDER_SLACK_MS` in
+/// `read.rs`, whose wider slack also covers a clock set back), far less than this.
 const PRUNE_ORDER_SLACK_MS: i64 = 10_000;
 
 fn prune(tx: &Transaction<'_>, before: i64, limit: u32, now: i64) -> Result<u64, rusqlite::Error> {
